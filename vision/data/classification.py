@@ -1,0 +1,183 @@
+"""The classification datamodule: sources -> seeded stratified splits -> augmented tensors."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vision.data import augment as aug
+from vision.data import splits as split_mod
+from vision.data.samples import Sample, Source
+from vision.data.sampling import EpochSeededSampler
+from vision.errors import DataError
+from vision.runtime.preprocess import ImageReadError, PreprocessSpec, normalize, read_image, resize_image
+
+log = logging.getLogger(__name__)
+
+
+class ClassificationDataset(Dataset):
+    def __init__(self, samples: Sequence[Sample], label_to_idx: Mapping[str, int], spec: PreprocessSpec,
+                 augment=None) -> None:
+        self.samples = list(samples)
+        self.label_to_idx = dict(label_to_idx)
+        self.spec = spec
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        idx, seed = item if isinstance(item, tuple) else (item, None)
+        s = self.samples[idx]
+        try:
+            img = read_image(s.path)
+        except ImageReadError as e:
+            raise DataError(str(e)) from e
+        img = aug.apply(self.augment, img, seed)
+        x = normalize(resize_image(img, self.spec)[0], self.spec)
+        return torch.from_numpy(x), self.label_to_idx[s.label]
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """Loads every source, splits them (or re-applies a saved split) and serves the three loaders.
+
+    The split assignment is saved into checkpoints (``state_dict``), so export and evaluation of a
+    checkpoint always use the held-out images of the run that produced it.
+    """
+
+    task = "classification"
+
+    def __init__(self, sources: Mapping[str, Source], preprocess: Mapping[str, Any] | None = None,
+                 augment: Sequence[Any] | None = None, split: Mapping[str, float] | None = None,
+                 seed: int = 0, batch_size: int = 32, eval_batch_size: int | None = None,
+                 num_workers: int = 0, classes: list[str] | None = None, split_file: str | None = None) -> None:
+        super().__init__()
+        if not sources:
+            raise DataError("data.sources is empty: configure at least one data source")
+        self.sources = dict(sources)
+        for name, src in self.sources.items():
+            if not isinstance(src, Source):
+                raise DataError(f"data.sources.{name} is not a data source (got {type(src).__name__})")
+        self.spec = PreprocessSpec(**dict(preprocess or {}))
+        self.augment = aug.build(augment)
+        self.split_spec = split_mod.SplitSpec(seed=seed, **dict(split or {}))
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.classes = list(classes) if classes else None
+        self.split_file = split_file
+        self._assignment: dict[str, list[str]] | None = None
+        self.splits: dict[str, list[Sample]] = {}
+        self.labels: list[str] = []
+        self.cards: list[dict[str, Any]] = []
+        self._samples: list[Sample] = []
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        samples: list[Sample] = []
+        self.cards = []
+        for name, src in self.sources.items():
+            loaded = src.load()
+            samples += loaded
+            card = src.card()
+            card["used_samples"] = len(loaded)
+            self.cards.append(card)
+        keys = [s.key for s in samples]
+        if len(set(keys)) != len(keys):
+            raise DataError("two data sources share a name; give each source in data.sources its own name")
+        found = sorted({s.label for s in samples})
+        if self.classes is not None:
+            unknown = sorted(set(found) - set(self.classes))
+            if unknown:
+                bad = next(s for s in samples if s.label in unknown)
+                raise DataError(f"{bad.path}: unknown label {bad.label!r} (data.classes: {self.classes})")
+            self.labels = list(self.classes)
+        else:
+            self.labels = found
+        self._samples = samples
+        if self._assignment is not None:
+            self.splits = split_mod.apply_saved(samples, self._assignment, "checkpoint split")
+        elif self.split_file:
+            self.splits = split_mod.apply_saved(samples, split_mod.load_split_file(self.split_file), self.split_file)
+        else:
+            self.splits = split_mod.stratified_split(samples, self.split_spec)
+        self._assignment = split_mod.keys_of(self.splits)
+        log.info("data: %s", {k: len(v) for k, v in self.splits.items()})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def label_to_idx(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.labels)}
+
+    def dataset(self, split: str, augment: bool = False) -> ClassificationDataset:
+        if split not in self.splits:
+            raise DataError(f"missing split {split!r} (have {sorted(self.splits)}); call setup() first")
+        return ClassificationDataset(self.splits[split], self.label_to_idx(), self.spec,
+                                     self.augment if augment else None)
+
+    # -- loaders -------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train", augment=True)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSeededSampler(len(ds), self.seed),
+                          num_workers=self.num_workers, drop_last=len(ds) > self.batch_size,
+                          persistent_workers=False)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.eval_batch_size, shuffle=False,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def calibration_samples(self, n: int, seed: int = 0) -> list[Sample]:
+        """A class-balanced draw from the training split (for int8 calibration)."""
+        train = self.splits["train"]
+        rng = np.random.default_rng(seed)
+        by_label: dict[str, list[Sample]] = {}
+        for s in train:
+            by_label.setdefault(s.label, []).append(s)
+        out: list[Sample] = []
+        per = max(1, n // max(1, len(by_label)))
+        for label in sorted(by_label):
+            items = by_label[label]
+            out += [items[i] for i in rng.permutation(len(items))[:per]]
+        return out[:n] if len(out) >= n else out
+
+    # -- checkpoint state ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "splits": self._assignment, "preprocess": self.spec.to_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's split (also after ``setup``: the saved split always wins)."""
+        saved = state.get("labels")
+        if self.labels and saved and list(saved) != self.labels:
+            raise DataError(f"the checkpoint was trained on labels {saved}, the data has {self.labels}")
+        self._assignment = state.get("splits")
+        if self.splits and self._assignment is not None:
+            self.splits = split_mod.apply_saved(self._samples, self._assignment, "checkpoint split")
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"labels": self.labels}
+        for name, items in self.splits.items():
+            per_src: dict[str, int] = {}
+            for s in items:
+                per_src[s.source] = per_src.get(s.source, 0) + 1
+            out[name] = {"count": len(items), "by_source": per_src}
+        return out
+
+
+def save_split_file(dm: ClassificationDataModule, path: str | Path) -> Path:
+    return split_mod.save_splits(path, dm.splits, dm.split_spec)

@@ -1,0 +1,33 @@
+"""The sample record every reader produces, and the interface of a data source."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image. ``key`` is stable across machines: ``<source>:<path relative to its root>``."""
+
+    path: str  # absolute path of the image file
+    label: str
+    source: str  # name of the source it came from (a dataset card name or a generator)
+    relpath: str  # path relative to the source root
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}:{self.relpath}"
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A reader: turns one dataset on disk (or a generator) into samples, and describes itself."""
+
+    name: str
+
+    def load(self) -> list[Sample]:
+        """All samples, in a deterministic order; raises DataError naming the file on bad input."""
+
+    def card(self) -> dict[str, Any]:
+        """Dataset card: source, licence, task, format, counts (logged with every run that uses it)."""

@@ -1,0 +1,1 @@
+"""Export: checkpoint -> ONNX fp32 + int8 (static QDQ) -> parity gate -> edge bundle."""

@@ -1,0 +1,224 @@
+"""The export job behind ``export.py``: checkpoint -> ONNX fp32/int8 -> parity gate -> bundle."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from vision.checkpointing import load_checkpoint
+from vision.config import validate
+from vision.config.schema import ExportSchema
+from vision.errors import CheckpointError, ConfigError, ParityError
+from vision.export.bundle_writer import write_bundle
+from vision.export.onnx_export import to_onnx
+from vision.export.quantize import quantize_int8
+from vision.metrics import classification as cls_metrics
+from vision.runtime.bundle import load_bundle
+from vision.runtime.classify import Classifier
+
+log = logging.getLogger(__name__)
+SUPPORTED = ("classification",)
+
+
+def resolve_checkpoint(spec: str) -> Path:
+    p = Path(spec)
+    if p.is_dir():
+        run = p / "run.json"
+        if not run.is_file():
+            raise CheckpointError(f"{p}: a folder without run.json; give the .ckpt file instead")
+        best = json.loads(run.read_text()).get("best_checkpoint")
+        if not best:
+            raise CheckpointError(f"{run}: the run recorded no best checkpoint")
+        p = Path(best)
+    return p
+
+
+def rebuild(ckpt: dict[str, Any], data_overrides: dict[str, Any] | None = None):
+    """Model (weights loaded, eval mode) and datamodule (the run's own split) from a checkpoint."""
+    meta = ckpt["vision"]
+    cfg = OmegaConf.create(meta["config"])
+    labels = meta["labels"]
+    model_cfg = OmegaConf.merge(cfg.model, {"pretrained": None})
+    model = instantiate(model_cfg, num_classes=len(labels))
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    model.eval()
+    data_cfg = OmegaConf.merge(cfg.data, data_overrides or {})
+    dm = instantiate(data_cfg)
+    if "datamodule" in meta:
+        dm.load_state_dict(meta["datamodule"])
+    dm.setup("test")
+    if dm.labels != labels:
+        raise CheckpointError(f"the data has labels {dm.labels}, the checkpoint {labels}")
+    return model, dm, cfg
+
+
+def _batches(dm, split: str, batch_size: int):
+    loader = torch.utils.data.DataLoader(dm.dataset(split), batch_size=batch_size, shuffle=False)
+    for x, y in loader:
+        yield x.numpy(), y.numpy()
+
+
+def evaluate_classification(model, dm, runners: dict[str, Classifier], progress: bool) -> dict[str, Any]:
+    """Top-1 of PyTorch and each ONNX model on the held-out test split, plus logit agreement."""
+    ys, preds, logits = [], {"torch": []}, {"torch": []}
+    for name in runners:
+        preds[name], logits[name] = [], []
+    n = len(dm.splits["test"])
+    with torch.no_grad(), tqdm(total=n, desc="parity: evaluating test split", disable=not progress) as bar:
+        for x, y in _batches(dm, "test", 32):
+            ys.append(y)
+            lt = model(torch.from_numpy(x)).numpy()
+            logits["torch"].append(lt)
+            for name, r in runners.items():
+                logits[name].append(r.logits(x))
+            bar.update(len(y))
+    y_all = np.concatenate(ys)
+    out: dict[str, Any] = {"num_images": int(len(y_all)), "split": "test"}
+    ref = np.concatenate(logits["torch"])
+    for name, ls in logits.items():
+        lg = np.concatenate(ls)
+        cm = cls_metrics.confusion_matrix(y_all, lg.argmax(1), len(dm.labels))
+        entry: dict[str, Any] = {"top1": cls_metrics.top1(cm), "macro_f1": cls_metrics.report(cm, dm.labels)["macro_f1"]}
+        if name != "torch":
+            entry["max_abs_logit_diff"] = float(np.abs(lg - ref).max())
+            entry["agreement_with_torch"] = float((lg.argmax(1) == ref.argmax(1)).mean())
+        out[name] = entry
+    return out
+
+
+def gate(report: dict[str, Any], parity: DictConfig, ref_scale: float) -> list[str]:
+    problems = []
+    fp32 = report.get("onnx_fp32")
+    if fp32 is not None:
+        tol = parity.fp32_atol + parity.fp32_rtol * ref_scale
+        if fp32["max_abs_logit_diff"] > tol:
+            problems.append(f"ONNX fp32 logits differ from PyTorch by {fp32['max_abs_logit_diff']:.2e} (> {tol:.2e})")
+    int8 = report.get("onnx_int8")
+    if int8 is not None:
+        drop = report["torch"]["top1"] - int8["top1"]
+        int8["top1_drop"] = drop
+        if drop > parity.max_int8_drop + 1e-12:
+            problems.append(f"int8 top-1 drops by {drop * 100:.2f} points (limit {parity.max_int8_drop * 100:.2f})")
+    return problems
+
+
+def run(cfg: DictConfig) -> Path:
+    validate(cfg, ExportSchema)
+    out_dir = Path(cfg.output_dir)
+    if out_dir.exists():
+        raise ConfigError(f"output_dir {out_dir} already exists; bundles are never overwritten (set name=...)")
+    bad = set(cfg.precisions) - {"fp32", "int8"}
+    if bad or not cfg.precisions:
+        raise ConfigError(f"precisions must be a non-empty subset of [fp32, int8], got {list(cfg.precisions)}")
+    ckpt_path = resolve_checkpoint(cfg.checkpoint)
+    ckpt = load_checkpoint(ckpt_path)
+    task = ckpt["vision"]["task"]
+    if task not in SUPPORTED:
+        raise CheckpointError(f"{ckpt_path}: export of {task!r} checkpoints is not supported yet ({SUPPORTED})")
+    model, dm, train_cfg = rebuild(ckpt, OmegaConf.to_container(cfg.data) if cfg.get("data") else None)
+    spec = dm.spec
+    shape = (int(cfg.batch_size), 3, *spec.size)
+    progress = bool(cfg.progress)
+
+    with tempfile.TemporaryDirectory(prefix="vision-export-") as tmp_s:
+        tmp = Path(tmp_s)
+        steps = tqdm(total=1 + ("int8" in cfg.precisions) + 1, desc="export", disable=not progress)
+        fp32 = to_onnx(model, shape, tmp / "model_fp32.onnx", opset=cfg.opset)
+        steps.update()
+        files = {"model_fp32.onnx": fp32}
+        calib_info = None
+        if "int8" in cfg.precisions:
+            calib = dm.calibration_samples(int(cfg.calibration.num_samples), int(cfg.calibration.seed))
+            ds = dm.dataset("train")
+            index = {s.key: i for i, s in enumerate(ds.samples)}
+
+            def arrays():
+                buf = []
+                for s in tqdm(calib, desc="calibrating int8", disable=not progress, leave=False):
+                    buf.append(ds[index[s.key]][0].numpy())
+                    if len(buf) == shape[0]:
+                        yield np.stack(buf)
+                        buf = []
+
+            quantize_int8(fp32, tmp / "model_int8.onnx", arrays(), method=cfg.calibration.method,
+                          per_channel=cfg.calibration.per_channel, workdir=tmp)
+            files["model_int8.onnx"] = tmp / "model_int8.onnx"
+            calib_info = {"num_images": len(calib), "split": "train", "method": cfg.calibration.method,
+                          "per_channel": bool(cfg.calibration.per_channel),
+                          "by_class": {lab: sum(s.label == lab for s in calib) for lab in dm.labels}}
+            steps.update()
+        # Evaluate through the runtime itself, from an unverified staging bundle of the same files.
+        runners = {}
+        for prec in ("fp32", "int8"):
+            if prec in cfg.precisions:
+                runners[f"onnx_{prec}"] = _staged_classifier(tmp, files[f"model_{prec}.onnx"], dm, prec, list(cfg.providers))
+        report = evaluate_classification(model, dm, runners, progress)
+        ref_scale = 1.0
+        problems = gate(report, cfg.parity, ref_scale)
+        report["passed"] = not problems
+        report["limits"] = OmegaConf.to_container(cfg.parity)
+        steps.update()
+        steps.close()
+        if problems:
+            raise ParityError("parity gate failed, no bundle written:\n  " + "\n  ".join(problems)
+                              + f"\nreport: {json.dumps(report, indent=1)}")
+        if "fp32" not in cfg.precisions:
+            files.pop("model_fp32.onnx")
+        meta = ckpt["vision"]
+        doc = {
+            "task": task,
+            "labels": meta["labels"],
+            "preprocess": spec.to_dict(),
+            "models": {p: {"file": f"model_{p}.onnx", "input": {"name": "input", "shape": list(shape),
+                                                                  "dtype": "float32"},
+                           "outputs": ["logits"], "postprocess": "softmax"} for p in cfg.precisions},
+            "metrics": {"test_top1": {k: v["top1"] for k, v in report.items() if isinstance(v, dict) and "top1" in v}},
+            "parity": report,
+            "calibration": calib_info,
+            "provenance": {
+                "checkpoint": str(ckpt_path),
+                "mlflow": meta.get("mlflow"),
+                "data_sources": meta.get("data_cards"),
+                "model": OmegaConf.to_container(train_cfg.model),
+                "opset": int(cfg.opset),
+            },
+        }
+        write_bundle(out_dir, files, doc)
+    load_bundle(out_dir)  # the written bundle verifies
+    _log_to_mlflow(cfg, meta.get("mlflow"), out_dir, report)
+    log.info("bundle written to %s", out_dir)
+    return out_dir
+
+
+def _staged_classifier(tmp: Path, model_file: Path, dm, precision: str, providers: list[str]) -> Classifier:
+    from vision.runtime.bundle import Bundle
+
+    doc = {"task": "classification", "labels": dm.labels, "preprocess": dm.spec.to_dict(),
+           "models": {precision: {"file": model_file.name}}}
+    return Classifier(Bundle(tmp, doc), precision, providers)
+
+
+def _log_to_mlflow(cfg: DictConfig, mlflow_meta: dict | None, out_dir: Path, report: dict) -> None:
+    if not (cfg.logger and cfg.logger.get("log_to_run") and mlflow_meta and mlflow_meta.get("run_id")):
+        return
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient(mlflow_meta.get("tracking_uri"))
+        rid = mlflow_meta["run_id"]
+        client.log_dict(rid, report, f"export/{out_dir.name}/parity.json")
+        client.log_artifacts(rid, str(out_dir), f"export/{out_dir.name}/bundle")
+        for k in ("onnx_fp32", "onnx_int8"):
+            if k in report:
+                client.log_metric(rid, f"export/{k}_top1", report[k]["top1"])
+    except Exception as e:  # noqa: BLE001 - the bundle is written; tracking is best effort here
+        log.warning("could not attach the bundle to MLflow run %s: %s", mlflow_meta.get("run_id"), e)

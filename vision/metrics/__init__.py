@@ -1,0 +1,1 @@
+"""Metrics shared by training, export parity checks and benchmarks (numpy, no torch)."""

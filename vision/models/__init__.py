@@ -1,0 +1,1 @@
+"""Model builders (torchvision backbones, width-scalable, from scratch or a local checkpoint)."""

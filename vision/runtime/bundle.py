@@ -1,0 +1,111 @@
+"""Edge bundles: ``bundle.json`` + ONNX files, checked before anything runs.
+
+``bundle.json`` lists every file with its sha256 and carries an ``integrity`` hash of its own
+canonical content, so a changed model file *or* a changed ``bundle.json`` is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from vision.runtime.preprocess import PreprocessSpec
+
+BUNDLE_FILE = "bundle.json"
+SCHEMA_VERSION = 1
+
+
+class BundleError(Exception):
+    """The bundle is incomplete, tampered with, or not of a supported kind (message names the file)."""
+
+
+def canonical_hash(doc: dict[str, Any]) -> str:
+    body = {k: v for k, v in doc.items() if k != "integrity"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    root: Path
+    doc: dict[str, Any]
+
+    @property
+    def task(self) -> str:
+        return self.doc["task"]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.doc["labels"])
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.doc["preprocess"])
+
+    @property
+    def precisions(self) -> list[str]:
+        return sorted(self.doc["models"])
+
+    def model_path(self, precision: str) -> Path:
+        models = self.doc["models"]
+        if precision not in models:
+            raise BundleError(f"{self.root / BUNDLE_FILE}: no {precision!r} model (has {sorted(models)})")
+        return self.root / models[precision]["file"]
+
+    def input_spec(self, precision: str) -> dict[str, Any]:
+        return self.doc["models"][precision]["input"]
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read a bundle folder (or its ``bundle.json``) and verify every checksum."""
+    root = Path(path)
+    if root.is_file() and root.name == BUNDLE_FILE:
+        root = root.parent
+    meta = root / BUNDLE_FILE
+    if not meta.is_file():
+        raise BundleError(f"{meta}: not found (is {root} an edge bundle folder?)")
+    try:
+        doc = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{meta}: unreadable ({e})") from e
+    for key in ("schema_version", "task", "labels", "preprocess", "models", "files", "integrity"):
+        if key not in doc:
+            raise BundleError(f"{meta}: missing field {key!r}")
+    if doc["schema_version"] > SCHEMA_VERSION:
+        raise BundleError(f"{meta}: schema version {doc['schema_version']} is newer than this runtime supports")
+    if verify:
+        if canonical_hash(doc) != doc["integrity"]:
+            raise BundleError(f"{meta}: integrity check failed: bundle.json was modified after export")
+        for name, info in doc["files"].items():
+            f = root / name
+            if not f.is_file():
+                raise BundleError(f"{f}: file listed in bundle.json is missing")
+            if _sha256(f) != info["sha256"]:
+                raise BundleError(f"{f}: sha256 mismatch: the file was modified after export; refusing to run it")
+    return Bundle(root, doc)
+
+
+def create_session(model_path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
+    """An ONNX Runtime session on the first available providers of ``providers`` (CPU by default)."""
+    import onnxruntime as ort
+
+    wanted = list(providers or ["CPUExecutionProvider"])
+    available = ort.get_available_providers()
+    chosen = [p for p in wanted if p in available]
+    if not chosen:
+        raise BundleError(f"none of the execution providers {wanted} is available here (available: {available})")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(model_path), sess_options=opts, providers=chosen)

@@ -1,0 +1,1 @@
+"""Lightning modules: one base (optimizer, scheduler, seeding, checkpoint metadata) and one per task."""

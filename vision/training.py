@@ -1,0 +1,117 @@
+"""The training pipeline behind ``train.py``: validate, instantiate, fit, test, record."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from lightning_fabric.utilities.seed import seed_everything
+from omegaconf import DictConfig, OmegaConf
+
+from vision.checkpointing import AtomicCheckpointIO
+from vision.config import validate
+from vision.config.schema import TrainSchema
+from vision.data.cards import summary as cards_summary
+from vision.errors import ConfigError
+from vision.tracking import RunRecorder
+from vision.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    resume = cfg.resume
+    if resume is False or resume in ("", "false", "False", None):
+        return None
+    if resume is True or resume in ("true", "True", "last"):
+        last = ckpt_dir / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(f"resume=true but {last} does not exist: give run_name=<the run to resume> "
+                              f"or resume=<path to a .ckpt>")
+        return str(last)
+    path = Path(str(resume))
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: checkpoint file not found")
+    return str(path)
+
+
+def _make_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
+    if not cfg.get("logger"):
+        return None
+    run_id = None
+    id_file = out_dir / RUN_ID_FILE
+    if resuming and id_file.is_file():
+        run_id = id_file.read_text().strip() or None
+    logger = instantiate(cfg.logger, run_id=run_id)
+    atomic_write_text(id_file, logger.run_id)
+    return logger
+
+
+def run(cfg: DictConfig) -> float:
+    """Train one recipe; returns the best value of the monitored metric (for sweepers)."""
+    validate(cfg, TrainSchema)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_path = _resume_path(cfg, ckpt_dir)
+    seed_everything(cfg.seed, workers=True, verbose=False)
+
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    model = instantiate(cfg.model, num_classes=dm.num_classes)
+    task = instantiate(cfg.task, model=model, labels=dm.labels, seed=cfg.seed)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    task.vision_meta = {
+        "config": container,
+        "preprocess": dm.spec.to_dict(),
+        "data_cards": cards_summary(dm.cards),
+        "data_summary": dm.summary(),
+    }
+
+    config_file = atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    splits_file = out_dir / "splits.json"
+    from vision.data.splits import save_splits
+
+    save_splits(splits_file, dm.splits, dm.split_spec)
+
+    logger = _make_logger(cfg, out_dir, resuming=ckpt_path is not None)
+    recorder = RunRecorder(logger)
+    if logger:
+        task.vision_meta["mlflow"] = {"run_id": logger.run_id, "tracking_uri": cfg.logger.get("tracking_uri")}
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger if logger else False, callbacks=callbacks,
+                                      plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir))
+    recorder.log_context(cfg, dm.cards, dm.summary(), {"data": splits_file, "config": config_file},
+                         resumed=ckpt_path is not None)
+
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+    best_score = ckpt_cb.best_model_score if ckpt_cb is not None else None
+    if best_score is None:
+        metric = trainer.callback_metrics.get(task.monitor)
+        best_score = metric
+    score = float(best_score) if best_score is not None else float("nan")
+
+    report: dict[str, Any] | None = None
+    if cfg.test_after_fit:
+        trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=False)
+        report = getattr(task, "test_report", None)
+    summary = {
+        "output_dir": str(out_dir),
+        "best_checkpoint": best,
+        "last_checkpoint": str(ckpt_dir / "last.ckpt"),
+        "monitor": task.monitor,
+        "best_score": score,
+        "test": {k: v for k, v in (report or {}).items() if k in ("top1", "macro_f1", "per_class")},
+        "mlflow": {"run_id": recorder.run_id, "tracking_uri": cfg.logger.get("tracking_uri") if cfg.get("logger") else None},
+    }
+    atomic_write_json(out_dir / "run.json", summary)
+    recorder.log_results(report, best, dm.labels, log_checkpoint=cfg.log_checkpoint)
+    if logger:
+        logger.experiment.log_metric(logger.run_id, f"best/{task.monitor}", score)
+    log.info("best %s = %.4f; checkpoint %s", task.monitor, score, best)
+    return score
