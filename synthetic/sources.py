@@ -21,12 +21,19 @@ class CameraHealthSource:
         self.num_per_class = int(num_per_class)
         self.size = (int(size[0]), int(size[1]))
         self.seed = int(seed)
-        self.name = name
         self.progress = progress
         self.root = Path(cache_dir).expanduser() / (
             f"v{__version__}-n{self.num_per_class}-{self.size[0]}x{self.size[1]}-seed{self.seed}")
         self._folder = ImageFolderSource(str(self.root), name=name, classes=list(camera_health.CLASSES),
                                          validate_images=False)
+
+    @property
+    def name(self) -> str:
+        return self._folder.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._folder.name = value
 
     def ensure(self) -> Path:
         if not self.root.is_dir():

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor
 from hydra.utils import instantiate
 from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
@@ -82,6 +83,8 @@ def run(cfg: DictConfig) -> float:
     if logger:
         task.vision_meta["mlflow"] = {"run_id": logger.run_id, "tracking_uri": cfg.logger.get("tracking_uri")}
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if logger is None:  # callbacks that only feed a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger if logger else False, callbacks=callbacks,
                                       plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir))
     recorder.log_context(cfg, dm.cards, dm.summary(), {"data": splits_file, "config": config_file},

@@ -63,6 +63,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         for name, src in self.sources.items():
             if not isinstance(src, Source):
                 raise DataError(f"data.sources.{name} is not a data source (got {type(src).__name__})")
+            src.name = name  # the key in data.sources names the source in sample keys and metrics
         self.spec = PreprocessSpec(**dict(preprocess or {}))
         self.augment = aug.build(augment)
         self.split_spec = split_mod.SplitSpec(seed=seed, **dict(split or {}))
