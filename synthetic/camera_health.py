@@ -32,6 +32,11 @@ Usage::
     generate_dataset("data/camera_health", num_per_class=200)
 
 or ``python -m synthetic.camera_health OUT --per-class N --size W H --seed S``.
+
+Same arguments give byte-identical output with the same numpy, OpenCV and
+Pillow builds (results do not depend on the OpenCV thread count). The base
+scene and the on-screen display depend on the seed only, the camera fault on
+(seed, label). At 160x120 one frame takes ~3 ms on one CPU core.
 """
 
 from __future__ import annotations
@@ -120,21 +125,31 @@ class _Params:
 
     Scalar values are taken from a pre-drawn buffer (much faster than one
     Generator call per value) and rounded, so the recorded value is exactly
-    the value used for drawing.
+    the value used for drawing. Values drawn without a key are either stored
+    by the caller (object lists) or, inside ``capture()``, as raw uniforms.
+    Pixel-level noise fields (textures, sensor noise) come from ``rng``.
     """
 
-    __slots__ = ("rng", "d", "_buf")
+    __slots__ = ("rng", "d", "_buf", "_cap")
 
     def __init__(self, rng: np.random.Generator, d: dict):
         self.rng = rng
         self.d = d
         self._buf: list[float] = []
+        self._cap: list | None = None
 
     def u(self) -> float:
         if not self._buf:
             self._buf = self.rng.random(128).tolist()
             self._buf.reverse()
-        return self._buf.pop()
+        v = self._buf.pop()
+        if self._cap is not None:
+            self._cap.append(round(v, 6))
+        return v
+
+    def capture(self, key):
+        """Record every raw uniform drawn inside the block as ``d[key]``."""
+        return _Capture(self, key)
 
     def uniform(self, key, lo, hi, nd=4):
         v = round(lo + (hi - lo) * self.u(), nd)
@@ -178,6 +193,20 @@ class _Params:
         if key:
             self.d[key] = v
         return v
+
+
+class _Capture:
+    def __init__(self, p: _Params, key: str):
+        self.p, self.key = p, key
+
+    def __enter__(self):
+        self.p._cap = []
+        return self
+
+    def __exit__(self, *exc):
+        self.p.d[self.key] = self.p._cap
+        self.p._cap = None
+        return False
 
 
 # --------------------------------------------------------------------------
@@ -244,6 +273,10 @@ def _gauss_noise(rng: np.random.Generator, shape) -> np.ndarray:
 def _smooth_noise(rng: np.random.Generator, gw: int, gh: int, w: int, h: int) -> np.ndarray:
     """Low-frequency noise field of size (h, w), roughly unit variance."""
     g = rng.standard_normal((gh, gw)).astype(np.float32)
+    if w * h > 4096 and w >= 4 * gw and h >= 4 * gh:
+        # cubic to an intermediate size, then (cheaper) linear
+        g = cv2.resize(g, (w // 4, h // 4), interpolation=cv2.INTER_CUBIC)
+        return cv2.resize(g, (w, h), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
@@ -471,7 +504,7 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
     poles = []
     n_poles = p.randint("scene_num_poles", 0, 4)
     pole_h = p.uniform("scene_pole_height_m", 5.0, 8.0)
-    for i in range(n_poles):
+    for _ in range(n_poles):
         zc = z_bottom * p.uniform(None, 0.9, 6.0)
         if gt == "road":
             X = road_x + (road_r + 0.6) * (1 if p.u() < 0.5 else -1)
@@ -610,7 +643,7 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
             light_map = np.full((Hg, W), amb, np.float32)
             for X0, Z0 in poles:
                 r2 = (X - X0) ** 2 + (Z - Z0) ** 2
-                light_map += 0.55 * np.exp(r2 * (-1.0 / (2 * 4.0 ** 2)))
+                light_map += 0.45 * np.exp(r2 * (-1.0 / (2 * 3.5 ** 2)))
             light_map *= 1.0 - fw
         else:
             light_map = amb * (1.0 - fw)
@@ -630,7 +663,7 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
     # ---- objects: sample (vehicles first, people avoid them)
     cars = []
     n_cars = {"road": p.randint(None, 0, 4), "parking": p.randint(None, 2, 8)}.get(gt, p.randint(None, 0, 1))
-    for i in range(n_cars):
+    for _ in range(n_cars):
         zc = z_bottom * (0.85 + 5.0 * p.u() ** 1.5)
         kind = p.randint(None, 0, 2)
         colour = p.choice(None, range(len(_CARS)), _CAR_WEIGHTS)
@@ -659,7 +692,7 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
 
     people = []
     n_people = p.randint("scene_num_people", 1, 9 if gt != "parking" else 5)
-    for i in range(n_people):
+    for _ in range(n_people):
         fy = yh + (H - yh) * (0.04 + 1.06 * p.u() ** 0.8)
         fx = W * (p.u() * 1.1 - 0.05)
         Xp, Zp = cam.world_from_pixel(fx, fy)
@@ -683,7 +716,7 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
 
     trees = []
     if gt in ("grass", "plaza", "pavement") or p.u() < 0.3:
-        for i in range(p.randint(None, 0, 3)):
+        for _ in range(p.randint(None, 0, 3)):
             zc = z_bottom * p.uniform(None, 1.2, 6.0)
             xc = (p.u() * 2.4 - 1.2) * zc * (W * 0.5 / f)
             X, Z = cam.world_from_cam(xc, zc)
@@ -701,13 +734,11 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
     for X, Z, ang, kind, _ in cars:
         L, Wd = _CAR_DIMS[kind][:2]
         c, s = math.cos(math.radians(ang)), math.sin(math.radians(ang))
-        fx_ = np.array([-1, 1, 1, -1]) * (Wd * 0.5 + 0.2)
-        fz_ = np.array([-1, -1, 1, 1]) * (L * 0.5 + 0.2)
-        Px = X + fx_ * c + fz_ * s
-        Pz = Z - fx_ * s + fz_ * c
-        if cam.zc(Px, Pz).min() > 0.5:
-            x, y, _ = cam.proj(Px, 0.0, Pz)
-            _poly(mask, x + sdx * 2.0, y, 255)
+        hw, hl = Wd * 0.5 + 0.2, L * 0.5 + 0.2
+        q = [cam.proj1(X + a * c + b * s, 0.0, Z - a * s + b * c)
+             for a, b in ((-hw, -hl), (hw, -hl), (hw, hl), (-hw, hl))]
+        if min(t[2] for t in q) > 0.5:
+            _poly(mask, [t[0] + sdx * 2.0 for t in q], [t[1] for t in q], 255)
     rows_any = np.flatnonzero(mask.any(axis=1))
     if len(rows_any):
         r0, r1 = max(0, rows_any[0] - 2), min(H, rows_any[-1] + 3)
@@ -720,29 +751,42 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
     # ---- backdrop: skyline / trees at the horizon, or a facade across the view
     glows = []
     if backdrop == "open":
-        for i in range(p.randint("scene_num_skyline", 0, 7)):
-            bx = W * (p.u() * 1.2 - 0.1)
-            bw = W * p.uniform(None, 0.05, 0.3)
-            bh = H * p.uniform(None, 0.04, 0.35)
-            bc = _mix(_BUILDING[p.randint(None, 0, len(_BUILDING) - 1)], light["hor"], p.uniform(None, 0.2, 0.55))
+        skyline = []
+        for _ in range(p.randint("scene_num_skyline", 0, 7)):
+            row = [p.uniform(None, -0.1, 1.1), p.uniform(None, 0.05, 0.3), p.uniform(None, 0.04, 0.35),
+                   p.randint(None, 0, len(_BUILDING) - 1), p.uniform(None, 0.2, 0.55)]
+            skyline.append(row)
+            bx, bw, bh = W * row[0], W * row[1], H * row[2]
+            bc = _mix(_BUILDING[row[3]], light["hor"], row[4])
             col = _shade(bc, amb if not night else 0.35)
             x0, x1, yt = bx - bw / 2, bx + bw / 2, yh - bh
             _poly(img, (x0, x1, x1, x0), (yt, yt, yh + 0.6, yh + 0.6), col)
             sx = max(2.0, bw / max(2, int(bw / (3.0 * H / 120.0))))
             sy = 3.2 * H / 120.0
             nxw, nyw = int(bw / sx), int(bh / sy) - 1
-            if nxw > 0 and nyw > 0 and nxw * nyw < 400:
-                gx = np.tile(x0 + sx * (np.arange(nxw) + 0.3), nyw)
-                gy = np.repeat(yt + sy * (np.arange(nyw) + 0.5), nxw)
+            if nxw > 0 and nyw > 0:
+                # window grid = dark floor bands crossed by wall-coloured pillars
+                wx = x0 + sx * (np.arange(nxw) + 0.3)
+                wy = yt + sy * (np.arange(nyw) + 0.5)
                 ww, wh = sx * 0.45, sy * 0.45
-                P = _pts(np.stack([gx, gx + ww, gx + ww, gx], 1), np.stack([gy, gy, gy + wh, gy + wh], 1))
+                z = np.zeros(nyw)
+                bands = _pts(np.stack([z + wx[0], z + wx[-1] + ww, z + wx[-1] + ww, z + wx[0]], 1),
+                             np.stack([wy, wy, wy + wh, wy + wh], 1))
+                cv2.fillPoly(img, list(bands), _shade(col, 0.6 if night else 0.7), _AA, _SHIFT)
+                if nxw > 1:
+                    g0, g1 = wx[:-1] + ww, wx[1:]
+                    z = np.zeros(nxw - 1)
+                    pil = _pts(np.stack([g0, g1, g1, g0], 1),
+                               np.stack([z + wy[0] - 1, z + wy[0] - 1, z + wy[-1] + wh + 1, z + wy[-1] + wh + 1], 1))
+                    cv2.fillPoly(img, list(pil), col, _AA, _SHIFT)
                 if night:
-                    lit = rng.random(len(P)) < 0.35
-                    cv2.fillPoly(img, list(P[~lit]), _shade(col, 0.6), _AA, _SHIFT)
-                    if lit.any():
-                        cv2.fillPoly(img, list(P[lit]), (235, 200, 120), _AA, _SHIFT)
-                else:
-                    cv2.fillPoly(img, list(P), _shade(col, 0.7), _AA, _SHIFT)
+                    lit = np.flatnonzero(rng.random(nxw * nyw) < 0.3)
+                    if len(lit):
+                        gx, gy = wx[lit % nxw], wy[lit // nxw]
+                        P = _pts(np.stack([gx, gx + ww, gx + ww, gx], 1), np.stack([gy, gy, gy + wh, gy + wh], 1))
+                        cv2.fillPoly(img, list(P), (210, 180, 110), _AA, _SHIFT)
+        p.d["scene_skyline_fields"] = ["x_frac", "width_frac", "height_frac", "colour", "haze"]
+        p.d["scene_skyline"] = skyline
         if p.flag("scene_tree_line", 0.45):
             n = int(W / (4.0 * H / 120.0))
             tx = np.linspace(-2, W + 2, n) + rng.random(n) * 3
@@ -758,7 +802,7 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
         hf = p.uniform("scene_facade_height_m", 8.0, 40.0)
         fcol = _BUILDING[p.randint("scene_facade_colour", 0, len(_BUILDING) - 1)]
         fcol = _shade(_mix(fcol, light["hor"], 0.15), amb)
-        xc_span = zf * (W * 0.5 / f) * 3.0
+        xc_span = zf * (W * 0.5 / f) * 1.4
         Pxa, Pza = cam.world_from_cam(-xc_span, zf)
         Pxb, Pzb = cam.world_from_cam(xc_span, zf)
         # facade plane perpendicular to the road direction (world Z = const)
@@ -775,23 +819,37 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
         nfl = int((hf - 3.5) / fl)
         x_lo = math.floor(Xa / wsp) * wsp
         nx = int((Xb - x_lo) / wsp)
-        if nfl > 0 and 0 < nx * nfl < 900:
-            gx = np.tile(x_lo + wsp * np.arange(nx), nfl)
-            gy = np.repeat(3.8 + fl * np.arange(nfl), nx)
+        if nfl > 0 and nx > 1:
+            # window grid = dark floor bands crossed by wall-coloured pillars;
+            # on a plane of constant Z the image x of a column does not depend on Y
             ww, wh = wsp * wfr, fl * 0.5
-            X4 = np.stack([gx, gx + ww, gx + ww, gx], 1)
-            Y4 = np.stack([gy, gy, gy + wh, gy + wh], 1)
-            x, y, zc = cam.proj(X4, Y4, np.full_like(X4, Zf))
-            ok = (zc.min(1) > 0.5) & (x.max(1) > -2) & (x.min(1) < W + 2) & (y.max(1) > -2)
-            P = _pts(x[ok], y[ok])
-            if len(P):
+            cols = x_lo + wsp * np.arange(nx)
+            xa, _, za = cam.proj(cols, 0.0, np.full(nx, Zf))
+            xb, _, zb = cam.proj(cols + ww, 0.0, np.full(nx, Zf))
+            vis = (za > 0.5) & (zb > 0.5) & (np.maximum(xa, xb) > -2) & (np.minimum(xa, xb) < W + 2)
+            cols = cols[vis]
+            gy = 3.8 + fl * np.arange(nfl)
+            if len(cols):
+                wcol = _shade(fcol, 0.45) if night else _shade(_mix(fcol, (70, 85, 100), 0.6), 0.9)
+                c0, c1 = cols[0], cols[-1] + ww
+                for yb_ in gy.tolist():
+                    _draw_world_poly(img, cam, np.array([[c0, yb_, Zf], [c1, yb_, Zf], [c1, yb_ + wh, Zf],
+                                                         [c0, yb_ + wh, Zf]]), wcol)
+                if len(cols) > 1:
+                    g0, g1 = cols[:-1] + ww, cols[1:]
+                    n = len(g0)
+                    y0_, y1_ = np.full(n, gy[0] - 0.1), np.full(n, gy[-1] + wh + 0.1)
+                    X4 = np.stack([g0, g1, g1, g0], 1)
+                    x, y, _ = cam.proj(X4, np.stack([y0_, y0_, y1_, y1_], 1), np.full_like(X4, Zf))
+                    cv2.fillPoly(img, list(_pts(x, y)), fcol, _AA, _SHIFT)
                 if night:
-                    lit = rng.random(len(P)) < 0.4
-                    cv2.fillPoly(img, list(P[~lit]), _shade(fcol, 0.45), _AA, _SHIFT)
-                    if lit.any():
-                        cv2.fillPoly(img, list(P[lit]), (240, 210, 140), _AA, _SHIFT)
-                else:
-                    cv2.fillPoly(img, list(P), _shade(_mix(fcol, (70, 85, 100), 0.6), 0.9), _AA, _SHIFT)
+                    lit = np.flatnonzero(rng.random(len(cols) * nfl) < 0.25)
+                    if len(lit):
+                        gx, gyy = cols[lit % len(cols)], gy[lit // len(cols)]
+                        X4 = np.stack([gx, gx + ww, gx + ww, gx], 1)
+                        Y4 = np.stack([gyy, gyy, gyy + wh, gyy + wh], 1)
+                        x, y, _ = cam.proj(X4, Y4, np.full_like(X4, Zf))
+                        cv2.fillPoly(img, list(_pts(x, y)), (210, 185, 120), _AA, _SHIFT)
 
     # ---- side building (wall along the road, receding to the vanishing point)
     if side != "none":
@@ -823,10 +881,10 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
             ok = zc.min(1) > 0.6
             P = _pts(x[ok], y[ok])
             if len(P):
-                wcol2 = (235, 205, 130) if night else _shade(_mix(wcol, (60, 75, 90), 0.65), amb)
+                wcol2 = (210, 185, 120) if night else _shade(_mix(wcol, (60, 75, 90), 0.65), amb)
                 cv2.fillPoly(img, list(P), wcol2 if not night else _shade(wc, 0.5), _AA, _SHIFT)
                 if night:
-                    lit = rng.random(len(P)) < 0.4
+                    lit = rng.random(len(P)) < 0.3
                     if lit.any():
                         cv2.fillPoly(img, list(P[lit]), wcol2, _AA, _SHIFT)
 
@@ -856,12 +914,11 @@ def _render_scene(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
             _draw_tree(img, cam, o, amb)
 
     if glows:
-        gl = np.zeros((H, W, 3), np.uint8)
-        lc = _shade(light["lamp"], 0.8)
+        gl = np.zeros((H, W), np.uint8)
         for x, y, r in glows:
-            _circle(gl, x, y, r, lc)
+            _circle(gl, x, y, r, 255)
         gl = cv2.GaussianBlur(gl, (0, 0), max(1.0, 2.0 * H / 120.0))
-        img = cv2.add(img, gl)
+        img = cv2.add(img, cv2.merge([cv2.convertScaleAbs(gl, alpha=0.8 * c / 255.0) for c in light["lamp"]]))
     # camera roll: rotate about the centre, scaled so no border shows
     if abs(roll) > 0.05:
         img = _rotate(img, roll)
@@ -891,7 +948,7 @@ def _draw_person(img, cam: _Cam, o, amb):
     sho = fy - 0.81 * h
     st = stride * (0.11 if sideview else 0.05) * h
     # legs
-    lw = 0.085 * h * (1.0 if sideview else 1.0)
+    lw = 0.085 * h
     for sgn in (-1.0, 1.0):
         x0 = fx + sgn * 0.045 * h * wk
         xs_, ys_ = _tap(x0, hip, x0 + sgn * st, fy, lw, lw * 0.75)
@@ -1011,7 +1068,8 @@ def _draw_tree(img, cam: _Cam, o, amb):
     base = (45 + 30 * v, 85 + 25 * v, 40)
     r = th * 0.28 * s
     cx, cy = float(xt), float(yt) - r * 0.6
-    for dx, dy, k, rr in ((-0.45, 0.25, 0.7, 0.8), (0.45, 0.2, 0.8, 0.8), (0.0, -0.3, 1.0, 0.9), (0.1, 0.15, 0.9, 0.85)):
+    blobs = ((-0.45, 0.25, 0.7, 0.8), (0.45, 0.2, 0.8, 0.8), (0.0, -0.3, 1.0, 0.9), (0.1, 0.15, 0.9, 0.85))
+    for dx, dy, k, rr in blobs:
         _circle(img, cx + dx * r, cy + dy * r, rr * r, _shade(base, amb * k))
 
 
@@ -1036,7 +1094,7 @@ def _render_away(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
         if not night and p.flag("away_clouds", 0.55):
             cl = _smooth_noise(rng, 5, 4, W, H)
             thr = p.uniform("away_cloud_threshold", -0.8, 0.8)
-            cm = np.clip((cl - thr) * p.uniform("away_cloud_contrast", 0.3, 1.0), 0.0, 0.9)
+            cm = np.clip((cl - thr) * p.uniform("away_cloud_contrast", 0.15, 0.6), 0.0, 0.85)
             ck = 0.8 if light["tod"] == "dusk" else 1.0
             for c, cc in enumerate((230 * ck, 230 * ck, 232 * ck)):
                 planes[c] += (cc - planes[c]) * cm
@@ -1071,7 +1129,7 @@ def _render_away(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
         if p.flag("away_ceiling_tiles", 0.55):
             # perspective grid of ceiling tiles (plane seen at an angle)
             ps = p.uniform("away_tile_px", 18.0, 40.0) * u
-            k = p.uniform("away_tile_perspective", 0.0, 0.006) / u
+            k = p.uniform("away_tile_perspective", 0.0, 0.6) / (H * 0.5)
             den = 1.0 + k * (ys - H * 0.5)
             fp = 1.0 / den
             gx, gy = (xs - W * 0.5) * fp, (ys - H * 0.5) * fp
@@ -1087,66 +1145,67 @@ def _render_away(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
         sz = p.uniform("away_structure_size", 0.08, 0.35) * min(W, H)
         base = img.mean(axis=(0, 1))
         glow = None
-        if structure == "roof_edge":
-            e = p.randint(None, 0, 3)
-            d = sz * 0.8
-            col = _shade((60, 60, 65), 0.5 + 0.5 * amb)
-            if e == 0:
-                _poly(lay, (-5, W + 5, W + 5, -5), (-5, -5, d, d * p.uniform(None, 0.2, 1.8)), col)
-            elif e == 1:
-                _poly(lay, (-5, W + 5, W + 5, -5), (H - d, H - d * p.uniform(None, 0.2, 1.8), H + 5, H + 5), col)
-            elif e == 2:
-                _poly(lay, (-5, d, d * p.uniform(None, 0.2, 1.8), -5), (-5, -5, H + 5, H + 5), col)
-            else:
-                _poly(lay, (W - d, W + 5, W + 5, W - d * 0.5), (-5, -5, H + 5, H + 5), col)
-        elif structure == "wires":
-            for i in range(p.randint(None, 1, 3)):
-                ya, yb = H * p.u(), H * p.u()
-                _line(lay, -2, ya, W + 2, yb, _shade((30, 30, 32), 0.6 + 0.4 * amb), 0.8 * u)
-        elif structure in ("lamp_head", "lamp"):
-            lamp = light["lamp"] if night or kind == "ceiling" else (235, 235, 230)
-            if structure == "lamp_head":
-                _line(lay, cx, cy, cx + sz, cy + sz * 0.2, (55, 55, 58), sz * 0.12)
-            if kind == "ceiling":
-                _poly(lay, (cx - sz, cx + sz, cx + sz, cx - sz), (cy - sz * 0.25, cy - sz * 0.25, cy + sz * 0.25,
-                                                                   cy + sz * 0.25), (80, 80, 80))
-                _poly(lay, (cx - sz * 0.9, cx + sz * 0.9, cx + sz * 0.9, cx - sz * 0.9),
-                      (cy - sz * 0.15, cy - sz * 0.15, cy + sz * 0.15, cy + sz * 0.15), lamp)
-            else:
-                _ellipse(lay, cx, cy, sz * 0.35, sz * 0.25, (90, 90, 92))
-                _ellipse(lay, cx, cy + sz * 0.05, sz * 0.28, sz * 0.16, lamp)
-            glow = (cx, cy, sz * 0.6)
-        elif structure == "branch":
-            tc = _shade((40, 60, 35), 0.5 + 0.5 * amb)
-            for i in range(p.randint(None, 3, 7)):
-                _circle(lay, cx + (p.u() - 0.5) * sz * 1.5, cy + (p.u() - 0.5) * sz, sz * (0.2 + 0.3 * p.u()), tc)
-        elif structure == "edge":
-            x1 = cx + (p.u() - 0.5) * W * 0.3
-            k = p.uniform(None, 0.55, 0.85)
-            _poly(lay, (cx, W + 5, W + 5, x1), (-5, -5, H + 5, H + 5), _shade(base, k))
-        elif structure == "pipe":
-            w = sz * 0.3
-            col = _shade((150, 150, 150), amb)
-            if p.u() < 0.5:
-                _line(lay, cx, -2, cx, H + 2, col, w)
-                _line(lay, cx - w * 0.2, -2, cx - w * 0.2, H + 2, _shade(col, 1.3), w * 0.2)
-            else:
-                _line(lay, -2, cy, W + 2, cy, col, w)
-                _line(lay, -2, cy - w * 0.2, W + 2, cy - w * 0.2, _shade(col, 1.3), w * 0.2)
-        elif structure in ("sign", "vent"):
-            col = p.choice(None, ((30, 90, 40), (200, 200, 200), (30, 60, 140), (180, 40, 40), (120, 120, 120)))
-            _poly(lay, (cx - sz * 0.5, cx + sz * 0.5, cx + sz * 0.5, cx - sz * 0.5),
-                  (cy - sz * 0.3, cy - sz * 0.3, cy + sz * 0.3, cy + sz * 0.3), _shade(col, amb))
-            if structure == "vent":
-                for i in range(4):
-                    yy = cy - sz * 0.2 + i * sz * 0.13
-                    _line(lay, cx - sz * 0.45, yy, cx + sz * 0.45, yy, _shade(col, amb * 0.5), 0.8 * u)
-        elif structure == "window":
-            _poly(lay, (cx - sz * 0.4, cx + sz * 0.4, cx + sz * 0.4, cx - sz * 0.4),
-                  (cy - sz * 0.5, cy - sz * 0.5, cy + sz * 0.5, cy + sz * 0.5), _shade((60, 70, 85), amb))
-        elif structure == "beam":
-            w = sz * 0.6
-            _poly(lay, (cx - w, cx + w, cx + w * 1.1, cx - w * 1.1), (-5, -5, H + 5, H + 5), _shade(base, 0.8))
+        with p.capture("away_structure_draws"):
+            if structure == "roof_edge":
+                e = p.randint(None, 0, 3)
+                d = sz * 0.8
+                col = _shade((60, 60, 65), 0.5 + 0.5 * amb)
+                if e == 0:
+                    _poly(lay, (-5, W + 5, W + 5, -5), (-5, -5, d, d * p.uniform(None, 0.2, 1.8)), col)
+                elif e == 1:
+                    _poly(lay, (-5, W + 5, W + 5, -5), (H - d, H - d * p.uniform(None, 0.2, 1.8), H + 5, H + 5), col)
+                elif e == 2:
+                    _poly(lay, (-5, d, d * p.uniform(None, 0.2, 1.8), -5), (-5, -5, H + 5, H + 5), col)
+                else:
+                    _poly(lay, (W - d, W + 5, W + 5, W - d * 0.5), (-5, -5, H + 5, H + 5), col)
+            elif structure == "wires":
+                for _ in range(p.randint(None, 1, 3)):
+                    ya, yb = H * p.u(), H * p.u()
+                    _line(lay, -2, ya, W + 2, yb, _shade((30, 30, 32), 0.6 + 0.4 * amb), 0.8 * u)
+            elif structure in ("lamp_head", "lamp"):
+                lamp = light["lamp"] if night or kind == "ceiling" else (235, 235, 230)
+                if structure == "lamp_head":
+                    _line(lay, cx, cy, cx + sz, cy + sz * 0.2, (55, 55, 58), sz * 0.12)
+                if kind == "ceiling":
+                    _poly(lay, (cx - sz, cx + sz, cx + sz, cx - sz), (cy - sz * 0.25, cy - sz * 0.25, cy + sz * 0.25,
+                                                                       cy + sz * 0.25), (80, 80, 80))
+                    _poly(lay, (cx - sz * 0.9, cx + sz * 0.9, cx + sz * 0.9, cx - sz * 0.9),
+                          (cy - sz * 0.15, cy - sz * 0.15, cy + sz * 0.15, cy + sz * 0.15), lamp)
+                else:
+                    _ellipse(lay, cx, cy, sz * 0.35, sz * 0.25, (90, 90, 92))
+                    _ellipse(lay, cx, cy + sz * 0.05, sz * 0.28, sz * 0.16, lamp)
+                glow = (cx, cy, sz * 0.6)
+            elif structure == "branch":
+                tc = _shade((40, 60, 35), 0.5 + 0.5 * amb)
+                for _ in range(p.randint(None, 3, 7)):
+                    _circle(lay, cx + (p.u() - 0.5) * sz * 1.5, cy + (p.u() - 0.5) * sz, sz * (0.2 + 0.3 * p.u()), tc)
+            elif structure == "edge":
+                x1 = cx + (p.u() - 0.5) * W * 0.3
+                k = p.uniform(None, 0.55, 0.85)
+                _poly(lay, (cx, W + 5, W + 5, x1), (-5, -5, H + 5, H + 5), _shade(base, k))
+            elif structure == "pipe":
+                w = sz * 0.3
+                col = _shade((150, 150, 150), amb)
+                if p.u() < 0.5:
+                    _line(lay, cx, -2, cx, H + 2, col, w)
+                    _line(lay, cx - w * 0.2, -2, cx - w * 0.2, H + 2, _shade(col, 1.3), w * 0.2)
+                else:
+                    _line(lay, -2, cy, W + 2, cy, col, w)
+                    _line(lay, -2, cy - w * 0.2, W + 2, cy - w * 0.2, _shade(col, 1.3), w * 0.2)
+            elif structure in ("sign", "vent"):
+                col = p.choice(None, ((30, 90, 40), (200, 200, 200), (30, 60, 140), (180, 40, 40), (120, 120, 120)))
+                _poly(lay, (cx - sz * 0.5, cx + sz * 0.5, cx + sz * 0.5, cx - sz * 0.5),
+                      (cy - sz * 0.3, cy - sz * 0.3, cy + sz * 0.3, cy + sz * 0.3), _shade(col, amb))
+                if structure == "vent":
+                    for i in range(4):
+                        yy = cy - sz * 0.2 + i * sz * 0.13
+                        _line(lay, cx - sz * 0.45, yy, cx + sz * 0.45, yy, _shade(col, amb * 0.5), 0.8 * u)
+            elif structure == "window":
+                _poly(lay, (cx - sz * 0.4, cx + sz * 0.4, cx + sz * 0.4, cx - sz * 0.4),
+                      (cy - sz * 0.5, cy - sz * 0.5, cy + sz * 0.5, cy + sz * 0.5), _shade((60, 70, 85), amb))
+            elif structure == "beam":
+                w = sz * 0.6
+                _poly(lay, (cx - w, cx + w, cx + w * 1.1, cx - w * 1.1), (-5, -5, H + 5, H + 5), _shade(base, 0.8))
         if glow is not None:
             gl = np.zeros((H, W, 3), np.uint8)
             _ellipse(gl, glow[0], glow[1], glow[2], glow[2] * 0.6, (90, 90, 90))
@@ -1173,13 +1232,16 @@ def _apply_cover(p: _Params, img: np.ndarray, light: dict, W: int, H: int) -> np
                     (0.25, 0.22, 0.18, 0.12, 0.1, 0.13))
     frac = p.uniform("cover_fraction", 0.55, 1.0)
     if kind == "dirt":
-        opacity = p.uniform("cover_opacity", 0.45, 0.85)
+        opacity = p.uniform("cover_opacity", 0.6, 0.9)
     elif kind == "tape":
-        opacity = p.uniform("cover_opacity", 0.55, 1.0)
+        opacity = p.uniform("cover_opacity", 0.88, 1.0)
     else:
-        opacity = p.uniform("cover_opacity", 0.85, 1.0)
-    if p.flag("cover_partly_transparent", 0.15):
-        opacity = round(min(opacity, 0.5 + 0.3 * p.u()), 4)
+        opacity = p.uniform("cover_opacity", 0.92, 1.0)
+    translucent = kind in ("cloth", "tape", "sticker") and p.flag("cover_partly_transparent", 0.25)
+    if translucent:
+        # thin light fabric, translucent tape or a plastic film: the scene
+        # shows through, washed out
+        opacity = round(min(opacity, 0.65 + 0.25 * p.u()), 4)
         p.d["cover_opacity"] = opacity
     # shape field: distance from an anchor (often outside the frame) plus noise
     ang = math.radians(p.uniform("cover_angle_deg", 0.0, 360.0))
@@ -1207,11 +1269,11 @@ def _apply_cover(p: _Params, img: np.ndarray, light: dict, W: int, H: int) -> np
     # texture (low resolution: the object is far out of focus)
     amb = light["amb"]
     lum = p.uniform("cover_brightness", 0.15, 0.9) * (0.4 + 0.6 * amb)
-    gshade = 1.0 + p.uniform("cover_gradient", 0.0, 0.6) * (lnx * ca + lny * sa)
+    gshade = 1.0 + p.uniform("cover_gradient", 0.0, 0.25) * (lnx * ca + lny * sa)
     if kind == "hand":
         col = np.array(p.choice("cover_rgb", _SKIN), np.float32)
         t = -lnx * sa + lny * ca
-        fing = 1.0 - 0.18 * np.abs(np.sin(t * p.uniform("cover_finger_freq", 6.0, 12.0)))
+        fing = 1.0 - 0.1 * np.abs(np.sin(t * p.uniform("cover_finger_freq", 6.0, 12.0)))
         sh = gshade * fing * (1.0 + 0.08 * _smooth_noise(rng, 6, 5, lw, lh))
         tex = col * sh[..., None]
         edge = (m * (1.0 - m) * 4.0)[..., None]
@@ -1219,7 +1281,8 @@ def _apply_cover(p: _Params, img: np.ndarray, light: dict, W: int, H: int) -> np
     elif kind == "cloth":
         col = np.array(p.choice("cover_rgb", _COVER_COLOURS), np.float32)
         t = lnx * ca + lny * sa
-        folds = 1.0 + 0.25 * np.sin(t * p.uniform("cover_fold_freq", 3.0, 10.0) + 2.0 * _smooth_noise(rng, 4, 3, lw, lh))
+        freq = p.uniform("cover_fold_freq", 3.0, 10.0)
+        folds = 1.0 + 0.08 * np.sin(t * freq + 2.0 * _smooth_noise(rng, 4, 3, lw, lh))
         tex = col * (folds * gshade)[..., None]
     elif kind == "tape":
         col = np.array(p.choice("cover_rgb", ((40, 40, 42), (170, 170, 175), (160, 120, 70), (200, 200, 190),
@@ -1237,8 +1300,12 @@ def _apply_cover(p: _Params, img: np.ndarray, light: dict, W: int, H: int) -> np
         col = np.array(p.choice("cover_rgb", ((15, 15, 16), (28, 26, 25), (35, 38, 45))), np.float32)
         tex = col * gshade[..., None]
         lum = max(lum, 0.7)
+    if translucent:
+        film = p.choice("cover_film_rgb", ((205, 205, 200), (215, 208, 190), (185, 190, 195)))
+        tex = tex * 0.3 + np.array(film, np.float32) * 0.7
+        lum = max(lum, 0.65)
     tex *= lum
-    a = cv2.resize((m * opacity).astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
+    a = cv2.resize((m * opacity).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
     np.clip(a, 0.0, 1.0, out=a)
     tex = cv2.resize(np.ascontiguousarray(tex, dtype=np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
     tex -= img
@@ -1317,7 +1384,8 @@ def _sensor(p: _Params, img: np.ndarray, light: dict, W: int, H: int, *, exposur
     img = cv2.GaussianBlur(img, (k, k), soft)
     if p.flag("cam_sharpen", 0.35):
         amt = p.uniform("cam_sharpen_amount", 0.2, 0.7)
-        bl = cv2.GaussianBlur(img, (0, 0), 1.2 * u)
+        kk = 2 * int(math.ceil(2.0 * u)) + 1
+        bl = cv2.GaussianBlur(img, (kk, kk), 1.2 * u)
         img = cv2.addWeighted(img, 1.0 + amt, bl, -amt, 0.0)
     if not ir and p.flag("cam_chroma_subsampling", 0.7):
         # 4:2:0-like chroma: low-resolution colour, full-resolution luma
@@ -1391,32 +1459,42 @@ def render_frame(label: str, seed: int, size: tuple[int, int] = (160, 120)) -> t
         img = _render_away(pc, light, W, H)
     else:
         img = _render_scene(ps, light, W, H)
-    amb = light["amb"]
-    ae = pc.uniform("cam_ae_compensation", 0.4, 0.9)
-    ae_gain = amb ** (-ae)  # auto exposure brightens dim scenes (and their noise)
+    # auto exposure meters the image reaching the sensor and partly
+    # compensates towards a target level (its gain also amplifies noise)
+    ae_strength = pc.uniform("cam_ae_strength", 0.3, 0.85)
+    ae_target = pc.uniform("cam_ae_target", 95.0, 135.0)
+
+    def auto_exposure(im):
+        g = (ae_target / max(float(im.mean()), 2.0)) ** ae_strength
+        return min(max(g, 0.5), 3.5)
+
     if label == "normal":
-        exposure = pc.uniform("cam_exposure", 0.75, 1.25)
+        exposure = pc.uniform("cam_exposure", 0.8, 1.2)
         if pc.flag("cam_underexposed", 0.12):
             exposure = round(exposure * pc.uniform("cam_underexposure_factor", 0.35, 0.6), 4)
         if pc.flag("optics_soft", 0.35):
             img = _blur(img, pc.uniform("optics_blur_sigma", 0.4, 1.3) * u)
-        frame = _sensor(pc, img, light, W, H, exposure=exposure * ae_gain, gain=ae_gain)
+        g = auto_exposure(img)
+        frame = _sensor(pc, img, light, W, H, exposure=exposure * g, gain=max(1.0, g))
     elif label == "covered":
         img = _apply_cover(pc, img, light, W, H)
         if pc.flag("optics_soft", 0.25):
             img = _blur(img, pc.uniform("optics_blur_sigma", 0.4, 1.3) * u)
-        boost = pc.uniform("cam_ae_cover_boost", 1.0, 1.6)
-        exposure = pc.uniform("cam_exposure", 0.7, 1.25) * boost
-        frame = _sensor(pc, img, light, W, H, exposure=exposure * ae_gain, gain=ae_gain * boost)
+        exposure = pc.uniform("cam_exposure", 0.8, 1.2)
+        g = auto_exposure(img)
+        frame = _sensor(pc, img, light, W, H, exposure=exposure * g, gain=max(1.0, g))
     elif label == "defocused":
         kind = pc.choice("optics_defocus_kind", ("gaussian", "disc"), (0.5, 0.5))
         if kind == "gaussian":
-            img = _blur(img, pc.uniform("optics_blur_sigma", 2.2, 7.0) * u)
+            img = _blur(img, pc.uniform("optics_blur_sigma", 2.8, 8.0) * u)
         else:
-            img = _disc_blur(img, pc.uniform("optics_disc_radius", 3.0, 9.0) * u)
-        exposure = pc.uniform("cam_exposure", 0.75, 1.25)
-        frame = _sensor(pc, img, light, W, H, exposure=exposure * ae_gain, gain=ae_gain)
+            img = _disc_blur(img, pc.uniform("optics_disc_radius", 4.0, 10.0) * u)
+        exposure = pc.uniform("cam_exposure", 0.8, 1.2)
+        g = auto_exposure(img)
+        frame = _sensor(pc, img, light, W, H, exposure=exposure * g, gain=max(1.0, g))
     elif label == "too_dark":
+        # exposure collapsed to a few percent (failed IR illuminator, stuck
+        # shutter, lights off); the gain amplifies the noise
         ir = bool(pc.flag("cam_ir_mode", 0.3))
         if ir:
             exposure = pc.uniform("cam_exposure", 0.04, 0.14)
@@ -1426,9 +1504,9 @@ def render_frame(label: str, seed: int, size: tuple[int, int] = (160, 120)) -> t
         frame = _sensor(pc, img, light, W, H, exposure=exposure, gain=gain, ir=ir,
                         chroma_noise=0.0 if ir else pc.uniform("cam_chroma_noise", 0.2, 0.8))
     else:  # turned_away
-        exposure = pc.uniform("cam_exposure", 0.7, 1.3)
-        gain = max(1.0, ae_gain * 0.8)
-        frame = _sensor(pc, img, light, W, H, exposure=exposure * min(ae_gain, 1.8), gain=gain)
+        exposure = pc.uniform("cam_exposure", 0.8, 1.2)
+        g = auto_exposure(img)
+        frame = _sensor(pc, img, light, W, H, exposure=exposure * g, gain=max(1.0, g))
     _draw_osd(frame, osd, W, H)
     return frame, params
 
@@ -1451,10 +1529,10 @@ def generate_dataset(
     if not isinstance(num_per_class, numbers.Integral) or isinstance(num_per_class, bool) or num_per_class < 1:
         raise ValueError(f"num_per_class must be an int >= 1, got {num_per_class!r}")
     num_per_class = int(num_per_class)
-    W, H = _check_size(size)
-    seed = _check_seed(seed)
     if num_per_class > 99999:
         raise ValueError(f"num_per_class must be <= 99999 (5-digit file names), got {num_per_class}")
+    W, H = _check_size(size)
+    seed = _check_seed(seed)
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"output directory already exists, refusing to overwrite: {out}")
@@ -1477,7 +1555,7 @@ def generate_dataset(
                     s = derive_seed(seed, ci, i)
                     frame, params = render_frame(c, s, (W, H))
                     rel = f"{c}/{c}_{i:05d}.png"
-                    Image.fromarray(frame, "RGB").save(tmp / rel, format="PNG", optimize=False, compress_level=6)
+                    Image.fromarray(frame, "RGB").save(tmp / rel, format="PNG", optimize=False, compress_level=1)
                     rec = {
                         "file": rel,
                         "label": c,

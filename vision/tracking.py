@@ -25,9 +25,16 @@ PACKAGES = ("vision-toolkit", "torch", "torchvision", "pytorch-lightning", "torc
 def mlflow_logger(experiment_name: str = "default", tracking_uri: str | None = None,
                   artifact_location: str | None = None, run_name: str | None = None,
                   tags: dict[str, str] | None = None, run_id: str | None = None) -> MLFlowLogger:
-    """An MLflow logger; ``tracking_uri`` is a SQLite file (default), a folder, or an ``http://`` server."""
+    """An MLflow logger; ``tracking_uri`` is a SQLite file (default), a folder, or an ``http://`` server.
+
+    ``artifact_location`` (a local folder) applies to local stores; with a server the server's own
+    artifact store is used, so artifacts travel through it.
+    """
     if tracking_uri and tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    remote = bool(tracking_uri) and tracking_uri.split("://", 1)[0] in ("http", "https", "databricks")
+    if remote and artifact_location and "://" not in artifact_location:
+        artifact_location = None  # a server stores (proxies) artifacts itself; a local folder is ours only
     if artifact_location and "://" not in artifact_location:
         Path(artifact_location).mkdir(parents=True, exist_ok=True)
         artifact_location = Path(artifact_location).resolve().as_uri()

@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> float:
                          resumed=ckpt_path is not None)
 
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
-    ckpt_cb = trainer.checkpoint_callback
+    ckpt_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     best_score = ckpt_cb.best_model_score if ckpt_cb is not None else None
     if best_score is None:
