@@ -1587,7 +1587,12 @@ def generate_dataset(
             yaml.safe_dump(card, fh, sort_keys=False, default_flow_style=False)
         if out.exists():
             raise FileExistsError(f"output directory appeared during generation, refusing to overwrite: {out}")
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError as e:
+            if out.exists():  # lost a race against another generation (non-empty target)
+                raise FileExistsError(f"output directory appeared during generation: {out}") from e
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

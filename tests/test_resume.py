@@ -20,7 +20,7 @@ def _epoch_of(path):
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
-    folder = make_tiny_folder(tmp_path / "data", per_class=60)
+    folder = make_tiny_folder(tmp_path / "data", per_class=30)
     args = tiny_train_args(folder, "trainer.max_epochs=5", "model.dropout=0.1")
     run_entry("train.py", tmp_path, *args, "run_name=straight")
 

@@ -49,6 +49,7 @@ def stratified_split(samples: Sequence[Sample], spec: SplitSpec) -> dict[str, li
         out["val"] += picked[:n_val]
         out["test"] += picked[n_val:n_val + n_test]
         out["train"] += picked[n_val + n_test:]
+    out = {k: sorted(v, key=lambda s: s.key) for k, v in out.items()}  # canonical order (= a re-applied split)
     check_nonempty(out, len(samples))
     return out
 
@@ -93,6 +94,7 @@ def apply_saved(samples: Sequence[Sample], assignment: dict[str, list[str]], ori
                 out[name].append(by_key[k])
             else:
                 missing.append(k)
+        out[name].sort(key=lambda s: s.key)
     if missing:
         raise DataError(f"{origin}: {len(missing)} sample(s) of the saved split are not in the data, "
                         f"e.g. {missing[:3]}")

@@ -49,9 +49,10 @@ class VisionTask(pl.LightningModule):
             sched = {"scheduler": sched, "interval": "epoch"}
         return {"optimizer": opt, "lr_scheduler": sched}
 
-    def on_train_epoch_start(self) -> None:
-        # Every random draw of an epoch depends only on (seed, epoch): resumed runs replay exactly.
-        seed_everything(mix_seed(self.seed, self.current_epoch), workers=True, verbose=False)
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Every random draw of a step (dropout, stochastic layers) depends only on (seed, epoch, batch):
+        # a resumed run replays exactly what an uninterrupted one would have drawn.
+        seed_everything(mix_seed(self.seed, self.current_epoch, batch_idx), verbose=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = {"task": self.task_name, "labels": self.labels, **self.vision_meta}
