@@ -129,3 +129,22 @@ def test_runtime_imports_no_torch(trained):
     proc = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len((work / "nt.jsonl").read_text().splitlines()) == 36
+
+
+def test_checkpoint_of_another_task_is_refused(trained, tmp_path):
+    work, folder = trained
+    best = json.loads((work / "outputs" / "e2e" / "run.json").read_text())["best_checkpoint"]
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    ckpt["vision"]["task"] = "detection"
+    other = tmp_path / "detector.ckpt"
+    torch.save(ckpt, other)
+    proc = run_entry("export.py", work, f"checkpoint={other}", "name=other", check=False)
+    assert proc.returncode == 2 and "detector.ckpt" in proc.stderr and "'detection'" in proc.stderr
+    proc = run_entry("train.py", work, *tiny_train_args(folder, "trainer.max_epochs=1", "run_name=wrong",
+                                                        f"resume={other}"), check=False)
+    assert proc.returncode == 2
+    assert "is a 'detection' checkpoint, not 'classification'" in proc.stderr
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    proc = run_entry("export.py", work, f"checkpoint={plain}", "name=plain", check=False)
+    assert proc.returncode == 2 and "plain.pt: not a Lightning checkpoint" in proc.stderr

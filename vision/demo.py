@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 import vision.config  # noqa: F401  (resolvers)
 from vision.config.resolvers import REPO_ROOT
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # The runtime on the held-out test images, exactly as a device would run it.
     test_keys = json.loads((out_dir / "splits.json").read_text())["splits"]["test"]
-    root = Path(tcfg.data.sources.camera_health.cache_dir)
-    files = [str(next(root.glob(f"*/{k.split(':', 1)[1]}"))) for k in test_keys]
+    root = instantiate(tcfg.data.sources.camera_health).root
+    files = [str(root / k.split(":", 1)[1]) for k in test_keys]
     results = out_dir / "runtime_results.jsonl"
     rc = runtime_main([str(bundle), *files, "--out", str(results), "--precision", "int8"])
     recs = [json.loads(line) for line in results.read_text().splitlines()]

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
+from vision.callbacks import ThroughputMonitor
 from vision.checkpointing import AtomicCheckpointIO
 from vision.config import validate
 from vision.config.schema import TrainSchema
@@ -108,6 +109,7 @@ def run(cfg: DictConfig) -> float:
         "best_checkpoint": best,
         "last_checkpoint": str(ckpt_dir / "last.ckpt"),
         "monitor": task.monitor,
+        "train_img_per_s": next((c.median for c in callbacks if isinstance(c, ThroughputMonitor)), None),
         "best_score": score,
         "test": {k: v for k, v in (report or {}).items() if k in ("top1", "macro_f1", "per_class")},
         "mlflow": {"run_id": recorder.run_id, "tracking_uri": cfg.logger.get("tracking_uri") if cfg.get("logger") else None},

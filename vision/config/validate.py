@@ -7,6 +7,7 @@ Two checks, both naming the offending key:
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import importlib
 import inspect
@@ -20,8 +21,6 @@ from vision.errors import ConfigError
 
 
 def _locate(path: str, key: str) -> Any:
-    module, _, attr = path.rpartition(".")
-    obj = None
     # longest importable module prefix, then attributes (classes nested in modules)
     parts = path.split(".")
     for i in range(len(parts) - 1, 0, -1):
@@ -54,9 +53,9 @@ def _type_ok(value: Any, ann: Any) -> bool:
         return isinstance(value, bool)
     if ann is str:
         return isinstance(value, str)
-    if origin in (list, tuple, typing.Sequence, __import__("collections.abc").abc.Sequence) or ann in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence) or ann in (list, tuple):
         return isinstance(value, (list, tuple))
-    if origin in (dict, typing.Mapping, __import__("collections.abc").abc.Mapping) or ann is dict:
+    if origin in (dict, collections.abc.Mapping) or ann is dict:
         return isinstance(value, dict)
     return True  # classes, callables, protocols: checked when instantiated
 

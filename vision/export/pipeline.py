@@ -149,11 +149,15 @@ def run(cfg: DictConfig) -> Path:
                         yield np.stack(buf)
                         buf = []
 
-            quantize_int8(fp32, tmp / "model_int8.onnx", arrays(), method=cfg.calibration.method,
-                          per_channel=cfg.calibration.per_channel, workdir=tmp)
+            try:
+                fp32_nodes = quantize_int8(fp32, tmp / "model_int8.onnx", arrays(), method=cfg.calibration.method,
+                                           per_channel=cfg.calibration.per_channel,
+                                           keep_fp32=list(cfg.calibration.keep_fp32), workdir=tmp)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
             files["model_int8.onnx"] = tmp / "model_int8.onnx"
             calib_info = {"num_images": len(calib), "split": "train", "method": cfg.calibration.method,
-                          "per_channel": bool(cfg.calibration.per_channel),
+                          "per_channel": bool(cfg.calibration.per_channel), "fp32_nodes": fp32_nodes,
                           "by_class": {lab: sum(s.label == lab for s in calib) for lab in dm.labels}}
             steps.update()
         # Evaluate through the runtime itself, from an unverified staging bundle of the same files.
