@@ -37,6 +37,7 @@ def test_run_folder_and_checkpoint(trained):
     assert not set(splits["train"]) & set(splits["test"]) and not set(splits["train"]) & set(splits["val"])
     # The toy classes are separable: three epochs learn them.
     assert run["test"]["top1"] >= 0.8, run["test"]
+    assert run["train_img_per_s"] > 0
 
 
 def test_mlflow_records_everything(trained):
@@ -80,7 +81,7 @@ def test_export_bundle_runtime_and_tamper(trained):
     assert doc["parity"]["passed"] and doc["parity"]["onnx_fp32"]["max_abs_logit_diff"] < 1e-3
     assert doc["preprocess"]["size"] == [32, 32] and doc["labels"] == ["blobs", "flat", "stripes"]
     assert doc["provenance"]["mlflow"]["run_id"]
-    assert doc["calibration"]["split"] == "train"
+    assert doc["calibration"]["split"] == "train" and len(doc["calibration"]["fp32_nodes"]) == 2
     # never overwrite a bundle
     again = run_entry("export.py", work, "checkpoint=outputs/e2e", "name=b1", check=False)
     assert again.returncode == 2 and "already exists" in again.stderr
