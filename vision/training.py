@@ -12,10 +12,11 @@ from lightning_fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
 from vision.callbacks import ThroughputMonitor
-from vision.checkpointing import AtomicCheckpointIO
+from vision.checkpointing import AtomicCheckpointIO, load_checkpoint
 from vision.config import validate
 from vision.config.schema import TrainSchema
 from vision.data.cards import summary as cards_summary
+from vision.data.splits import save_splits
 from vision.errors import ConfigError
 from vision.tracking import RunRecorder
 from vision.utils.io import atomic_write_json, atomic_write_text
@@ -40,6 +41,12 @@ def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     return str(path)
 
 
+def _task_name(cfg: DictConfig) -> str:
+    from hydra.utils import get_class
+
+    return get_class(cfg.task._target_).task_name
+
+
 def _make_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
     if not cfg.get("logger"):
         return None
@@ -62,6 +69,10 @@ def run(cfg: DictConfig) -> float:
     seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = instantiate(cfg.data)
+    if ckpt_path:  # the resumed run keeps its own split, and a wrong checkpoint fails before any work
+        meta = load_checkpoint(ckpt_path, task=_task_name(cfg))["vision"]
+        if "datamodule" in meta:
+            dm.load_state_dict(meta["datamodule"])
     dm.setup("fit")
     model = instantiate(cfg.model, num_classes=dm.num_classes)
     task = instantiate(cfg.task, model=model, labels=dm.labels, seed=cfg.seed)
@@ -74,10 +85,7 @@ def run(cfg: DictConfig) -> float:
     }
 
     config_file = atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    splits_file = out_dir / "splits.json"
-    from vision.data.splits import save_splits
-
-    save_splits(splits_file, dm.splits, dm.split_spec)
+    splits_file = save_splits(out_dir / "splits.json", dm.splits, dm.split_spec)
 
     logger = _make_logger(cfg, out_dir, resuming=ckpt_path is not None)
     recorder = RunRecorder(logger)
@@ -96,8 +104,7 @@ def run(cfg: DictConfig) -> float:
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     best_score = ckpt_cb.best_model_score if ckpt_cb is not None else None
     if best_score is None:
-        metric = trainer.callback_metrics.get(task.monitor)
-        best_score = metric
+        best_score = trainer.callback_metrics.get(task.monitor)
     score = float(best_score) if best_score is not None else float("nan")
 
     report: dict[str, Any] | None = None
