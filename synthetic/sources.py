@@ -27,6 +27,8 @@ class CameraHealthSource:
         self._folder = ImageFolderSource(str(self.root), name=name, classes=list(camera_health.CLASSES),
                                          validate_images=False)
 
+    kind = "synthetic"
+
     @property
     def name(self) -> str:
         return self._folder.name

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from vision.data import augment as aug
 from vision.data import splits as split_mod
 from vision.data.samples import Sample, Source
-from vision.data.sampling import EpochSeededSampler
+from vision.data.sampling import EpochSeededSampler, MixedBatchSampler
 from vision.errors import DataError
 from vision.runtime.preprocess import ImageReadError, PreprocessSpec, normalize, read_image, resize_image
 
@@ -55,7 +55,8 @@ class ClassificationDataModule(pl.LightningDataModule):
     def __init__(self, sources: Mapping[str, Source], preprocess: Mapping[str, Any] | None = None,
                  augment: Sequence[Any] | None = None, split: Mapping[str, float] | None = None,
                  seed: int = 0, batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int = 0, classes: list[str] | None = None, split_file: str | None = None) -> None:
+                 num_workers: int = 0, classes: list[str] | None = None, split_file: str | None = None,
+                 mix: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if not sources:
             raise DataError("data.sources is empty: configure at least one data source")
@@ -73,6 +74,15 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.classes = list(classes) if classes else None
         self.split_file = split_file
+        self.mix = {k: v for k, v in dict(mix or {}).items() if v is not None}
+        if self.mix:  # check the mix spec now, before any data is read
+            unknown = set(self.mix) - {"synthetic_fraction", "schedule"}
+            if unknown:
+                raise DataError(f"data.mix: unknown keys {sorted(unknown)} (use synthetic_fraction or schedule)")
+            try:
+                MixedBatchSampler.check(self.mix.get("schedule") or [{"synthetic_fraction": self.mix.get("synthetic_fraction")}])
+            except ValueError as e:
+                raise DataError(f"data.mix: {e}") from e
         self._assignment: dict[str, list[str]] | None = None
         self.splits: dict[str, list[Sample]] = {}
         self.labels: list[str] = []
@@ -90,6 +100,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             samples += loaded
             card = src.card()
             card["used_samples"] = len(loaded)
+            card["kind"] = self.source_kind(name)
             self.cards.append(card)
         keys = [s.key for s in samples]
         if len(set(keys)) != len(keys):
@@ -127,8 +138,20 @@ class ClassificationDataModule(pl.LightningDataModule):
                                      self.augment if augment else None)
 
     # -- loaders -------------------------------------------------------------------------------
+    def source_kind(self, name: str) -> str:
+        """``real``, ``synthetic`` or ``refined`` (sources say so; unknown counts as real)."""
+        return str(getattr(self.sources[name], "kind", "real"))
+
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train", augment=True)
+        if self.mix:  # a fixed real:synthetic share in every batch, or a schedule of shares
+            synthetic = [i for i, s in enumerate(ds.samples) if self.source_kind(s.source) != "real"]
+            real = [i for i, s in enumerate(ds.samples) if self.source_kind(s.source) == "real"]
+            try:
+                batches = MixedBatchSampler(real, synthetic, self.batch_size, self.seed, **self.mix)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"data.mix: {e}") from e
+            return DataLoader(ds, batch_sampler=batches, num_workers=self.num_workers)
         return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSeededSampler(len(ds), self.seed),
                           num_workers=self.num_workers, drop_last=len(ds) > self.batch_size,
                           persistent_workers=False)
@@ -171,7 +194,8 @@ class ClassificationDataModule(pl.LightningDataModule):
             self.splits = split_mod.apply_saved(self._samples, self._assignment, "checkpoint split")
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"labels": self.labels}
+        out: dict[str, Any] = {"labels": self.labels, "mix": self.mix or None,
+                               "kinds": {n: self.source_kind(n) for n in self.sources}}
         for name, items in self.splits.items():
             per_src: dict[str, int] = {}
             for s in items:

@@ -49,7 +49,10 @@ class ImageFolderSource:
     """``root/<class>/<image>`` folders. Reads ``root/card.yaml`` and ``root/provenance.jsonl`` if present."""
 
     def __init__(self, root: str, name: str | None = None, classes: list[str] | None = None,
-                 validate_images: bool = True, licence: str | None = None) -> None:
+                 validate_images: bool = True, licence: str | None = None, kind: str | None = None) -> None:
+        if kind not in (None, "real", "synthetic", "refined"):
+            raise DataError(f"{root}: kind must be real, synthetic or refined, got {kind!r}")
+        self._kind = kind
         self.root = Path(root).expanduser()
         self.name = name or self.root.name
         self.classes = list(classes) if classes else None
@@ -87,6 +90,14 @@ class ImageFolderSource:
         if self.validate_images:
             check_images(samples)
         return samples
+
+    @property
+    def kind(self) -> str:
+        """Given, or from the folder's card: generated data (licence 'generated' / real: false) is synthetic."""
+        if self._kind:
+            return self._kind
+        card = self._card_file() or {}
+        return "synthetic" if card.get("licence") == "generated" or card.get("real") is False else "real"
 
     def _provenance(self) -> dict[str, dict[str, Any]]:
         path = self.root / "provenance.jsonl"
@@ -136,6 +147,7 @@ class NEUDETSource:
     """
 
     CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
+    kind = "real"
 
     def __init__(self, root: str, card: str | None = "neu_det", classes: list[str] | None = None,
                  require_annotations: bool = True, validate_images: bool = True,
