@@ -60,6 +60,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from synthetic import __version__ as GENERATOR_VERSION
+from synthetic.texture import periodic_distance, stripe_coverage
 
 __all__ = [
     "CLASSES",
@@ -280,23 +281,8 @@ def _smooth_noise(rng: np.random.Generator, gw: int, gh: int, w: int, h: int) ->
     return cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-def _cov(d, w, fp):
-    """Coverage of a line of width ``w`` at distance ``d`` for pixel footprint ``fp``.
-
-    The box-filtered (anti-aliased) profile of a stripe; all arguments are
-    arrays or scalars in the same world unit.
-    """
-    c = ((w + fp) * 0.5 - d) / fp
-    np.clip(c, 0.0, 1.0, out=c)
-    return np.minimum(c, np.minimum(w / fp, 1.0), out=c)
-
-
-def _pdist(v, period, offset=0.0):
-    """Distance to the nearest multiple of ``period`` (shifted by offset)."""
-    t = (v - offset) * (1.0 / period) + 0.5
-    t -= np.floor(t)
-    t -= 0.5
-    return np.abs(t, out=t) * period
+_cov = stripe_coverage
+_pdist = periodic_distance
 
 
 @lru_cache(maxsize=16)

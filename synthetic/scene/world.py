@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from synthetic.texture import periodic_distance, stripe_coverage
+
 from .camera import Camera
 
 __all__ = ["SURFACES", "PROP_KINDS", "Prop", "World", "Background", "IMAGE_EXTENSIONS", "list_background_images"]
@@ -83,19 +85,8 @@ class Background:
 
 # --------------------------------------------------------------------------
 # procedural helpers (vectorised)
-def _cov(d, w, fp):
-    """Coverage of a stripe of width ``w`` at distance ``d`` for pixel footprint ``fp`` (box filter)."""
-    c = ((w + fp) * 0.5 - d) / fp
-    np.clip(c, 0.0, 1.0, out=c)
-    return np.minimum(c, np.minimum(w / fp, 1.0), out=c)
-
-
-def _pdist(v, period, offset=0.0):
-    """Distance to the nearest multiple of ``period`` (shifted by ``offset``)."""
-    t = (v - offset) * (1.0 / period) + 0.5
-    t -= np.floor(t)
-    t -= 0.5
-    return np.abs(t, out=t) * period
+_cov = stripe_coverage
+_pdist = periodic_distance
 
 
 def _hash01(i, j, salt: int = 0):
