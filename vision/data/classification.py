@@ -21,17 +21,20 @@ log = logging.getLogger(__name__)
 
 
 class ClassificationDataset(Dataset):
+    """Items are ``(image tensor, label index, source index)``; the source index feeds per-source metrics."""
+
     def __init__(self, samples: Sequence[Sample], label_to_idx: Mapping[str, int], spec: PreprocessSpec,
-                 augment=None) -> None:
+                 augment=None, source_names: Sequence[str] = ()) -> None:
         self.samples = list(samples)
         self.label_to_idx = dict(label_to_idx)
         self.spec = spec
         self.augment = augment
+        self.source_index = {name: i for i, name in enumerate(source_names)}
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         idx, seed = item if isinstance(item, tuple) else (item, None)
         s = self.samples[idx]
         try:
@@ -40,7 +43,7 @@ class ClassificationDataset(Dataset):
             raise DataError(str(e)) from e
         img = aug.apply(self.augment, img, seed)
         x = normalize(resize_image(img, self.spec)[0], self.spec)
-        return torch.from_numpy(x), self.label_to_idx[s.label]
+        return torch.from_numpy(x), self.label_to_idx[s.label], self.source_index.get(s.source, 0)
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -135,7 +138,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         if split not in self.splits:
             raise DataError(f"missing split {split!r} (have {sorted(self.splits)}); call setup() first")
         return ClassificationDataset(self.splits[split], self.label_to_idx(), self.spec,
-                                     self.augment if augment else None)
+                                     self.augment if augment else None, list(self.sources))
 
     # -- loaders -------------------------------------------------------------------------------
     def source_kind(self, name: str) -> str:

@@ -63,7 +63,7 @@ def rebuild(ckpt: dict[str, Any], data_overrides: dict[str, Any] | None = None):
 
 def _batches(dm, split: str, batch_size: int):
     loader = torch.utils.data.DataLoader(dm.dataset(split), batch_size=batch_size, shuffle=False)
-    for x, y in loader:
+    for x, y, _ in loader:
         yield x.numpy(), y.numpy()
 
 
