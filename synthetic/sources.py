@@ -1,33 +1,47 @@
-"""Generated datasets as data sources for the recipes (generated once into a cache, then read)."""
+"""Generated datasets as data sources for the recipes.
+
+Two modes with the same sample keys (so splits, metrics and checkpoints agree between them):
+- cached (default): generated once into ``cache_dir`` by its parameters, then read like any folder;
+- ``on_the_fly=True``: nothing is written; frames are rendered from their seeds inside the
+  dataloader workers when a batch needs them, so generation scales with workers and nodes.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from vision.data.readers import ImageFolderSource
 from vision.data.samples import Sample
 from vision.errors import DataError
 
+GENERATED_SCHEME = "generated://"
+
 
 class CameraHealthSource:
-    """Camera-health frames (``synthetic.camera_health``), cached under ``cache_dir`` by their parameters."""
+    """Camera-health frames (``synthetic.camera_health``)."""
+
+    kind = "synthetic"
 
     def __init__(self, cache_dir: str, num_per_class: int = 200, size: Sequence[int] = (160, 120), seed: int = 0,
-                 name: str = "camera_health", progress: bool = True) -> None:
+                 name: str = "camera_health", progress: bool = True, on_the_fly: bool = False) -> None:
         from synthetic import __version__
         from synthetic import camera_health
 
         self.gen = camera_health
+        self.version = __version__
         self.num_per_class = int(num_per_class)
         self.size = (int(size[0]), int(size[1]))
         self.seed = int(seed)
         self.progress = progress
+        self.on_the_fly = on_the_fly
+        if self.num_per_class < 1:
+            raise DataError(f"camera_health: num_per_class must be >= 1, got {num_per_class}")
         self.root = Path(cache_dir).expanduser() / (
             f"v{__version__}-n{self.num_per_class}-{self.size[0]}x{self.size[1]}-seed{self.seed}")
         self._folder = ImageFolderSource(str(self.root), name=name, classes=list(camera_health.CLASSES),
                                          validate_images=False)
-
-    kind = "synthetic"
 
     @property
     def name(self) -> str:
@@ -49,9 +63,33 @@ class CameraHealthSource:
         return self.root
 
     def load(self) -> list[Sample]:
-        self.ensure()
-        return self._folder.load()
+        if not self.on_the_fly:
+            self.ensure()
+            return self._folder.load()
+        out = []
+        for ci, label in enumerate(self.gen.CLASSES):
+            for i in range(self.num_per_class):
+                rel = f"{label}/{label}_{i:05d}.png"  # the key the cached files would have
+                seed = self.gen.derive_seed(self.seed, ci, i)
+                meta = {"generator": self.gen.GENERATOR_NAME, "generator_version": self.version, "seed": seed,
+                        "licence": "generated", "on_the_fly": True}
+                out.append(Sample(f"{GENERATED_SCHEME}{self.name}/{rel}", label, self.name, rel, meta))
+        return out
+
+    def read(self, sample: Sample) -> np.ndarray:
+        """The frame of a sample: rendered from its seed (on the fly) or read from the cache."""
+        if sample.path.startswith(GENERATED_SCHEME):
+            return self.gen.render_frame(sample.label, int(sample.meta["seed"]), self.size)[0]
+        from vision.runtime.preprocess import read_image
+
+        return read_image(sample.path)
 
     def card(self) -> dict[str, Any]:
-        self.ensure()
-        return self._folder.card()
+        if not self.on_the_fly:
+            self.ensure()
+            return self._folder.card()
+        return {"name": self.name, "task": "classification", "format": "rendered on the fly",
+                "source": f"{self.gen.GENERATOR_NAME} {self.version}", "licence": "generated", "real": False,
+                "classes": list(self.gen.CLASSES),
+                "counts": {c: self.num_per_class for c in self.gen.CLASSES},
+                "generation": {"num_per_class": self.num_per_class, "size": list(self.size), "seed": self.seed}}

@@ -24,8 +24,9 @@ class ClassificationDataset(Dataset):
     """Items are ``(image tensor, label index, source index)``; the source index feeds per-source metrics."""
 
     def __init__(self, samples: Sequence[Sample], label_to_idx: Mapping[str, int], spec: PreprocessSpec,
-                 augment=None, source_names: Sequence[str] = ()) -> None:
+                 augment=None, source_names: Sequence[str] = (), readers: Mapping[str, Any] | None = None) -> None:
         self.samples = list(samples)
+        self.readers = dict(readers or {})  # source name -> read(sample) for sources that render or decode
         self.label_to_idx = dict(label_to_idx)
         self.spec = spec
         self.augment = augment
@@ -38,7 +39,8 @@ class ClassificationDataset(Dataset):
         idx, seed = item if isinstance(item, tuple) else (item, None)
         s = self.samples[idx]
         try:
-            img = read_image(s.path)
+            reader = self.readers.get(s.source)
+            img = reader(s) if reader is not None else read_image(s.path)
         except ImageReadError as e:
             raise DataError(str(e)) from e
         img = aug.apply(self.augment, img, seed)
@@ -138,7 +140,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         if split not in self.splits:
             raise DataError(f"missing split {split!r} (have {sorted(self.splits)}); call setup() first")
         return ClassificationDataset(self.splits[split], self.label_to_idx(), self.spec,
-                                     self.augment if augment else None, list(self.sources))
+                                     self.augment if augment else None, list(self.sources),
+                                     {n: src.read for n, src in self.sources.items() if hasattr(src, "read")})
 
     # -- loaders -------------------------------------------------------------------------------
     def source_kind(self, name: str) -> str:

@@ -31,3 +31,7 @@ class Source(Protocol):
 
     def card(self) -> dict[str, Any]:
         """Dataset card: source, licence, task, format, counts (logged with every run that uses it)."""
+
+    # Optional: ``kind`` ("real" | "synthetic" | "refined", default real) and
+    # ``read(sample) -> HxWx3 uint8`` for sources whose samples are not plain image files
+    # (rendered on the fly inside dataloader workers, decoded from video, ...).
