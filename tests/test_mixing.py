@@ -31,8 +31,9 @@ def test_fixed_fraction_in_every_batch(tmp_path):
     shares = _shares(dm, 0)
     assert shares and set(shares) == {2}
     assert dm.summary()["kinds"] == {"real": "real", "sim": "synthetic"}
-    x, y, src = next(iter(dm.train_dataloader()))
-    assert x.shape == (8, 3, 32, 32) and int((src == 1).sum()) == 2
+    x, y, idx = next(iter(dm.train_dataloader()))
+    ds = dm.dataset("train")
+    assert x.shape == (8, 3, 32, 32) and sum(ds.samples[i].source == "sim" for i in idx.tolist()) == 2
 
 
 def test_schedule_pretrains_on_synthetic_then_real(tmp_path):
@@ -84,9 +85,9 @@ def test_training_with_a_mix_runs(tmp_path):
     import json
 
     summary = json.loads((tmp_path / "outputs" / "mix" / "run.json").read_text())
-    per_source = summary["test"]["per_source"]
-    assert per_source["images"]["kind"] == "real" and per_source["sim"]["kind"] == "synthetic"
+    slices = summary["test"]["slices"]
     test_keys = json.loads((tmp_path / "outputs" / "mix" / "splits.json").read_text())["splits"]["test"]
-    assert per_source["sim"]["num_images"] == sum(k.startswith("sim:") for k in test_keys) > 0
-    assert per_source["images"]["num_images"] == sum(k.startswith("images:") for k in test_keys) > 0
-    assert set(summary["test"]["per_kind"]) == {"real", "synthetic"}
+    assert slices["source"]["sim"]["num_images"] == sum(k.startswith("sim:") for k in test_keys) > 0
+    assert slices["source"]["images"]["num_images"] == sum(k.startswith("images:") for k in test_keys) > 0
+    assert slices["kind"]["synthetic"]["num_images"] == slices["source"]["sim"]["num_images"]
+    assert set(slices["kind"]) == {"real", "synthetic"}

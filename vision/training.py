@@ -75,8 +75,7 @@ def run(cfg: DictConfig) -> float:
             dm.load_state_dict(meta["datamodule"])
     dm.setup("fit")
     model = instantiate(cfg.model, num_classes=dm.num_classes)
-    task = instantiate(cfg.task, model=model, labels=dm.labels, seed=cfg.seed,
-                       sources={name: dm.source_kind(name) for name in dm.sources})
+    task = instantiate(cfg.task, model=model, labels=dm.labels, seed=cfg.seed)
     container = OmegaConf.to_container(cfg, resolve=True)
     task.vision_meta = {
         "config": container,
@@ -120,7 +119,7 @@ def run(cfg: DictConfig) -> float:
         "train_img_per_s": next((c.median for c in callbacks if isinstance(c, ThroughputMonitor)), None),
         "best_score": score,
         "test": {k: v for k, v in (report or {}).items()
-                 if k in ("top1", "macro_f1", "per_class", "per_source", "per_kind")},
+                 if k in ("top1", "macro_f1", "per_class", "slices")},
         "mlflow": {"run_id": recorder.run_id, "tracking_uri": cfg.logger.get("tracking_uri") if cfg.get("logger") else None},
     }
     atomic_write_json(out_dir / "run.json", summary)

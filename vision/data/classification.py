@@ -21,16 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class ClassificationDataset(Dataset):
-    """Items are ``(image tensor, label index, source index)``; the source index feeds per-source metrics."""
+    """Items are ``(image tensor, label index, sample index)``; the index links predictions back to
+    each sample's source and provenance for sliced metrics."""
 
     def __init__(self, samples: Sequence[Sample], label_to_idx: Mapping[str, int], spec: PreprocessSpec,
-                 augment=None, source_names: Sequence[str] = (), readers: Mapping[str, Any] | None = None) -> None:
+                 augment=None, readers: Mapping[str, Any] | None = None) -> None:
         self.samples = list(samples)
         self.readers = dict(readers or {})  # source name -> read(sample) for sources that render or decode
         self.label_to_idx = dict(label_to_idx)
         self.spec = spec
         self.augment = augment
-        self.source_index = {name: i for i, name in enumerate(source_names)}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -45,7 +45,7 @@ class ClassificationDataset(Dataset):
             raise DataError(str(e)) from e
         img = aug.apply(self.augment, img, seed)
         x = normalize(resize_image(img, self.spec)[0], self.spec)
-        return torch.from_numpy(x), self.label_to_idx[s.label], self.source_index.get(s.source, 0)
+        return torch.from_numpy(x), self.label_to_idx[s.label], idx
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -140,7 +140,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         if split not in self.splits:
             raise DataError(f"missing split {split!r} (have {sorted(self.splits)}); call setup() first")
         return ClassificationDataset(self.splits[split], self.label_to_idx(), self.spec,
-                                     self.augment if augment else None, list(self.sources),
+                                     self.augment if augment else None,
                                      {n: src.read for n, src in self.sources.items() if hasattr(src, "read")})
 
     # -- loaders -------------------------------------------------------------------------------

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from vision.metrics import classification as cls_metrics
+from vision.metrics.slices import slice_report
 from vision.tasks.base import VisionTask
 
 
@@ -17,8 +19,8 @@ class ClassificationTask(VisionTask):
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., Any], scheduler: Callable[..., Any] | None = None,
                  label_smoothing: float = 0.0, monitor: str = "val/acc", monitor_mode: str = "max",
-                 labels: list[str] | None = None, seed: int = 0, sources: dict[str, str] | None = None) -> None:
-        """``sources``: data source name -> kind (real / synthetic / refined), in the data's order."""
+                 labels: list[str] | None = None, seed: int = 0, slice_by: list[str] | None = None) -> None:
+        """``slice_by``: fields the held-out metrics are also reported by (see vision.metrics.slices)."""
         super().__init__(model, optimizer, scheduler, monitor, monitor_mode, labels, seed)
         if not self.labels:
             raise ValueError("ClassificationTask needs the label list (filled in from the data)")
@@ -26,9 +28,9 @@ class ClassificationTask(VisionTask):
         n = len(self.labels)
         self.val_cm = MulticlassConfusionMatrix(n)
         self.test_cm = MulticlassConfusionMatrix(n)
-        self.sources = dict(sources or {})
-        # one confusion matrix per source, so held-out metrics are reported per source and kind
-        self.test_cm_by_source = nn.ModuleList(MulticlassConfusionMatrix(n) for _ in self.sources)
+        self.slice_by = list(slice_by if slice_by is not None else ["source", "kind"])
+        self._test_pred: list[torch.Tensor] = []
+        self._test_index: list[torch.Tensor] = []
         self.test_report: dict[str, Any] | None = None
 
     def training_step(self, batch, batch_idx):
@@ -62,36 +64,33 @@ class ClassificationTask(VisionTask):
     def on_validation_epoch_end(self) -> None:
         self._eval_end(self.val_cm, "val")
 
+    def on_test_epoch_start(self) -> None:
+        self._test_pred, self._test_index = [], []
+
     def test_step(self, batch, batch_idx):
         pred = self._eval_step(batch, self.test_cm, "test")
-        if len(batch) > 2 and len(self.test_cm_by_source):
-            for i, cm in enumerate(self.test_cm_by_source):
-                mask = batch[2] == i
-                if mask.any():
-                    cm.update(pred[mask], batch[1][mask])
+        if len(batch) > 2:  # sample indices of the test split, for sliced metrics
+            self._test_pred.append(pred)
+            self._test_index.append(batch[2])
 
     def on_test_epoch_end(self) -> None:
         self.test_report = self._eval_end(self.test_cm, "test")
         for label, m in self.test_report["per_class"].items():
             for k in ("precision", "recall", "f1"):
                 self.log(f"test/{k}/{label}", m[k])
-        by_kind: dict[str, Any] = {}
-        per_source = {}
-        for (name, kind), cm in zip(self.sources.items(), self.test_cm_by_source):
-            mat = cm.compute().cpu().numpy()
-            cm.reset()
-            if mat.sum() == 0:
-                continue
-            per_source[name] = {"kind": kind, "top1": cls_metrics.top1(mat), "num_images": int(mat.sum())}
-            self.log(f"test/acc/source/{name}", per_source[name]["top1"])
-            by_kind[kind] = by_kind.get(kind, 0) + mat
-        if per_source:
-            self.test_report["per_source"] = per_source
-            self.test_report["per_kind"] = {k: {"top1": cls_metrics.top1(m), "num_images": int(m.sum())}
-                                            for k, m in by_kind.items()}
-            if len(by_kind) > 1:
-                for k, v in self.test_report["per_kind"].items():
-                    self.log(f"test/acc/kind/{k}", v["top1"])
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.slice_by and self._test_index and dm is not None:
+            pred = self.all_gather(torch.cat(self._test_pred)).reshape(-1).cpu().numpy()
+            index = self.all_gather(torch.cat(self._test_index)).reshape(-1).cpu().numpy()
+            samples = [dm.splits["test"][i] for i in index]
+            y_true = np.asarray([self.labels.index(s.label) for s in samples])
+            kinds = {name: dm.source_kind(name) for name in dm.sources}
+            slices = slice_report(samples, y_true, pred, self.slice_by, kinds)
+            self.test_report["slices"] = slices
+            for field, values in slices.items():
+                if len(values) > 1:
+                    for value, m in values.items():
+                        self.log(f"test/acc/{field}/{value}", m["top1"], rank_zero_only=True)
 
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
