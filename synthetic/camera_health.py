@@ -1423,8 +1423,38 @@ def derive_seed(seed: int, class_index: int, image_index: int) -> int:
     return ((a << 32) | b) & ((1 << 53) - 1)
 
 
-def render_frame(label: str, seed: int, size: tuple[int, int] = (160, 120)) -> tuple[np.ndarray, dict]:
+BASES = ("procedural", "engine")
+
+
+def _engine_scene(seed: int, W: int, H: int, params: dict) -> np.ndarray:
+    """The base view from the 3-D scene engine (``synthetic.scene``): a calibrated camera over a
+    world with people and vehicles; the engine's own sensor effects are off (this module's sensor
+    model applies them). Returns float32 HxWx3 in [0, 255]."""
+    from synthetic.scene import Scene, SceneConfig
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    surface = str(rng.choice(["road", "pavement", "grass", "platform", "indoor"], p=[0.4, 0.25, 0.1, 0.1, 0.15]))
+    cfg = SceneConfig(seed=int(seed % (1 << 31)), cameras=1, resolution=(W, H), duration=1, fps=5.0,
+                      surface=surface, crowd_density=round(float(rng.uniform(0.3, 8.0)), 3),
+                      num_vehicles=int(rng.integers(0, 6)) if surface == "road" else 0,
+                      randomization={"jpeg_prob": 0.0, "noise_sigma": [0.0, 0.0], "defocus_prob": 0.0,
+                                     "motion_blur_prob": 0.0, "exposure_prob": 0.0})
+    frame = next(Scene(cfg).frames(with_mask=False))
+    params["engine_surface"] = surface
+    params["engine_crowd_density"] = cfg.crowd_density
+    params["engine_num_vehicles"] = cfg.num_vehicles
+    params["engine_people_visible"] = sum(o["category"] == "person" and o["visible_fraction"] > 0 for o in frame.objects)
+    params["engine_time_of_day"] = frame.params.get("time_of_day")
+    params["engine_camera"] = frame.params.get("calibration")
+    return frame.image.astype(np.float32)
+
+
+def render_frame(label: str, seed: int, size: tuple[int, int] = (160, 120),
+                 base: str = "procedural") -> tuple[np.ndarray, dict]:
     """Render one frame of class ``label``.
+
+    ``base`` chooses the healthy view the camera fault is applied to: ``procedural`` (this
+    module's fast 2-D perspective drawing) or ``engine`` (the 3-D scene engine, slower, richer).
 
     Returns an HxWx3 uint8 RGB frame and the dict of every randomized
     parameter (JSON-serialisable: floats, ints, strs and lists). The same
@@ -1435,14 +1465,18 @@ def render_frame(label: str, seed: int, size: tuple[int, int] = (160, 120)) -> t
     ci = _check_label(label)
     seed = _check_seed(seed)
     W, H = _check_size(size)
+    if base not in BASES:
+        raise ValueError(f"base must be one of {BASES}, got {base!r}")
     u = min(W, H) / 120.0
-    params: dict = {"label": label, "seed": seed, "width": W, "height": H}
+    params: dict = {"label": label, "seed": seed, "width": W, "height": H, "base": base}
     ps = _Params(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))), params)
     pc = _Params(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, ci))), params)
     light = _sample_lighting(ps)
     osd = _sample_osd(ps)
     if label == "turned_away":
         img = _render_away(pc, light, W, H)
+    elif base == "engine":
+        img = _engine_scene(seed, W, H, params)
     else:
         img = _render_scene(ps, light, W, H)
     # auto exposure meters the image reaching the sensor and partly
@@ -1503,6 +1537,7 @@ def generate_dataset(
     size: tuple[int, int] = (160, 120),
     seed: int = 0,
     progress: bool = True,
+    base: str = "procedural",
 ) -> Path:
     """Write ``num_per_class`` frames per class as ``out_dir/<class>/<class>_<NNNNN>.png``.
 
@@ -1539,7 +1574,7 @@ def generate_dataset(
             for ci, c in enumerate(CLASSES):
                 for i in range(num_per_class):
                     s = derive_seed(seed, ci, i)
-                    frame, params = render_frame(c, s, (W, H))
+                    frame, params = render_frame(c, s, (W, H), base)
                     rel = f"{c}/{c}_{i:05d}.png"
                     Image.fromarray(frame, "RGB").save(tmp / rel, format="PNG", optimize=False, compress_level=1)
                     rec = {
@@ -1565,7 +1600,7 @@ def generate_dataset(
             "classes": list(CLASSES),
             "counts": counts,
             "total": sum(counts.values()),
-            "generation": {"num_per_class": num_per_class, "size": [W, H], "seed": seed},
+            "generation": {"num_per_class": num_per_class, "size": [W, H], "seed": seed, "base": base},
             "provenance": "provenance.jsonl",
             "sha256": {"provenance.jsonl": digest},
         }

@@ -25,7 +25,8 @@ class CameraHealthSource:
     kind = "synthetic"
 
     def __init__(self, cache_dir: str, num_per_class: int = 200, size: Sequence[int] = (160, 120), seed: int = 0,
-                 name: str = "camera_health", progress: bool = True, on_the_fly: bool = False) -> None:
+                 name: str = "camera_health", progress: bool = True, on_the_fly: bool = False,
+                 base: str = "procedural") -> None:
         from synthetic import __version__
         from synthetic import camera_health
 
@@ -36,10 +37,13 @@ class CameraHealthSource:
         self.seed = int(seed)
         self.progress = progress
         self.on_the_fly = on_the_fly
+        if base not in camera_health.BASES:
+            raise DataError(f"camera_health: base must be one of {camera_health.BASES}, got {base!r}")
+        self.base = base
         if self.num_per_class < 1:
             raise DataError(f"camera_health: num_per_class must be >= 1, got {num_per_class}")
         self.root = Path(cache_dir).expanduser() / (
-            f"v{__version__}-n{self.num_per_class}-{self.size[0]}x{self.size[1]}-seed{self.seed}")
+            f"v{__version__}-{base}-n{self.num_per_class}-{self.size[0]}x{self.size[1]}-seed{self.seed}")
         self._folder = ImageFolderSource(str(self.root), name=name, classes=list(camera_health.CLASSES),
                                          validate_images=False)
 
@@ -55,7 +59,7 @@ class CameraHealthSource:
         if not self.root.is_dir():
             try:
                 self.gen.generate_dataset(self.root, num_per_class=self.num_per_class, size=self.size,
-                                          seed=self.seed, progress=self.progress)
+                                          seed=self.seed, progress=self.progress, base=self.base)
             except FileExistsError:
                 pass  # another process finished the same generation first: identical content
             except OSError as e:
@@ -79,7 +83,7 @@ class CameraHealthSource:
     def read(self, sample: Sample) -> np.ndarray:
         """The frame of a sample: rendered from its seed (on the fly) or read from the cache."""
         if sample.path.startswith(GENERATED_SCHEME):
-            return self.gen.render_frame(sample.label, int(sample.meta["seed"]), self.size)[0]
+            return self.gen.render_frame(sample.label, int(sample.meta["seed"]), self.size, self.base)[0]
         from vision.runtime.preprocess import read_image
 
         return read_image(sample.path)
@@ -92,4 +96,5 @@ class CameraHealthSource:
                 "source": f"{self.gen.GENERATOR_NAME} {self.version}", "licence": "generated", "real": False,
                 "classes": list(self.gen.CLASSES),
                 "counts": {c: self.num_per_class for c in self.gen.CLASSES},
-                "generation": {"num_per_class": self.num_per_class, "size": list(self.size), "seed": self.seed}}
+                "generation": {"num_per_class": self.num_per_class, "size": list(self.size), "seed": self.seed,
+                               "base": self.base}}

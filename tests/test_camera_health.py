@@ -142,7 +142,7 @@ def test_counts_provenance_and_card(small_dataset):
     assert card["source"] == f"{GENERATOR_NAME} {synthetic.__version__}"
     assert card["classes"] == list(CLASSES)
     assert card["counts"] == {c: 3 for c in CLASSES}
-    assert card["generation"] == {"num_per_class": 3, "size": [96, 72], "seed": 5}
+    assert card["generation"] == {"num_per_class": 3, "size": [96, 72], "seed": 5, "base": "procedural"}
     digest = hashlib.sha256((root / "provenance.jsonl").read_bytes()).hexdigest()
     assert card["sha256"]["provenance.jsonl"] == digest
     assert not list(root.parent.glob("*.tmp-*"))
@@ -222,7 +222,7 @@ def test_cli(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     card = yaml.safe_load((out / "card.yaml").read_text(encoding="utf-8"))
-    assert card["generation"] == {"num_per_class": 2, "size": [64, 48], "seed": 3}
+    assert card["generation"] == {"num_per_class": 2, "size": [64, 48], "seed": 3, "base": "procedural"}
     assert sum(1 for _ in out.rglob("*.png")) == 2 * len(CLASSES)
     # refuses to overwrite
     res = subprocess.run(
@@ -272,3 +272,16 @@ def test_classes_learnable_but_not_trivial():
     assert acc > 0.6, f"nearest-centroid accuracy {acc:.2f}"
     assert acc_brightness < 0.95, f"brightness alone separates the classes ({acc_brightness:.2f})"
     assert acc_brightness < acc
+
+
+def test_engine_base_renders_scene_engine_views():
+    """``base="engine"``: the healthy view comes from the 3-D scene engine, deterministically."""
+    a, pa = ch.render_frame("normal", 11, (96, 72), "engine")
+    b, _ = ch.render_frame("normal", 11, (96, 72), "engine")
+    c, _ = ch.render_frame("normal", 11, (96, 72), "procedural")
+    assert a.shape == (72, 96, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert pa["base"] == "engine" and pa["engine_surface"] in ("road", "pavement", "grass", "platform", "indoor")
+    dark, _ = ch.render_frame("too_dark", 11, (96, 72), "engine")
+    assert dark.mean() < a.mean()
+    with pytest.raises(ValueError, match="base must be one of"):
+        ch.render_frame("normal", 11, (96, 72), "photoreal")

@@ -1,8 +1,6 @@
 """The notebooks run top to bottom (tiny settings)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
