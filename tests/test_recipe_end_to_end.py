@@ -148,3 +148,11 @@ def test_checkpoint_of_another_task_is_refused(trained, tmp_path):
     torch.save({"weights": torch.zeros(3)}, plain)
     proc = run_entry("export.py", work, f"checkpoint={plain}", "name=plain", check=False)
     assert proc.returncode == 2 and "plain.pt: not a Lightning checkpoint" in proc.stderr
+
+
+def test_fp32_parity_tolerance_is_enforced(trained):
+    work, _ = trained
+    proc = run_entry("export.py", work, "checkpoint=outputs/e2e", "name=strict", "precisions=[fp32]",
+                     "parity.fp32_atol=-1.0", "parity.fp32_rtol=0.0", "progress=false", check=False)
+    assert proc.returncode == 2 and "ONNX fp32 logits differ from PyTorch" in proc.stderr
+    assert not (work / "bundles" / "strict").exists()
