@@ -1,7 +1,6 @@
 """MLflow tracking: the logger, and what every run records (config, code, packages, data, results)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -143,10 +142,6 @@ class RunRecorder:
                 client.log_artifact(rid, p, "plots")
         if log_checkpoint and best_checkpoint and Path(best_checkpoint).is_file():
             client.log_artifact(rid, best_checkpoint, "checkpoints")
-
-    def log_json(self, obj: Any, name: str) -> None:
-        if self.logger:
-            self.client.log_text(self.run_id, json.dumps(obj, indent=2), name)
 
 
 def _by_epoch(client, rid: str, history: dict[str, list[tuple[int, float]]]) -> dict[str, list[tuple[int, float]]]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -151,8 +150,9 @@ class ClassificationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train", augment=True)
         if self.mix:  # a fixed real:synthetic share in every batch, or a schedule of shares
-            synthetic = [i for i, s in enumerate(ds.samples) if self.source_kind(s.source) != "real"]
-            real = [i for i, s in enumerate(ds.samples) if self.source_kind(s.source) == "real"]
+            kinds = {name: self.source_kind(name) for name in self.sources}
+            synthetic = [i for i, s in enumerate(ds.samples) if kinds[s.source] != "real"]
+            real = [i for i, s in enumerate(ds.samples) if kinds[s.source] == "real"]
             try:
                 batches = MixedBatchSampler(real, synthetic, self.batch_size, self.seed, **self.mix)
             except (TypeError, ValueError) as e:
@@ -208,7 +208,3 @@ class ClassificationDataModule(pl.LightningDataModule):
                 per_src[s.source] = per_src.get(s.source, 0) + 1
             out[name] = {"count": len(items), "by_source": per_src}
         return out
-
-
-def save_split_file(dm: ClassificationDataModule, path: str | Path) -> Path:
-    return split_mod.save_splits(path, dm.splits, dm.split_spec)

@@ -59,9 +59,8 @@ from PIL import Image, UnidentifiedImageError
 
 from vision.data.boxes import OUTSIDE_TOLERANCE, Box, DetectionSample, clip_and_filter
 from vision.errors import DataError
+from vision.runtime.preprocess import IMAGE_EXTENSIONS
 from vision.utils.io import atomic_directory, atomic_write_json
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 POLICIES = ("error", "skip")
 IMAGE_MODES = ("copy", "symlink", "none")
 

@@ -15,9 +15,8 @@ import yaml
 from vision.data import cards as cards_mod
 from vision.data.samples import Sample
 from vision.errors import DataError
-from vision.runtime.preprocess import ImageReadError, read_image
+from vision.runtime.preprocess import IMAGE_EXTENSIONS, ImageReadError, read_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _require_dir(root: Path, what: str) -> None:
@@ -53,6 +52,7 @@ class ImageFolderSource:
         if kind not in (None, "real", "synthetic", "refined"):
             raise DataError(f"{root}: kind must be real, synthetic or refined, got {kind!r}")
         self._kind = kind
+        self._card: dict[str, Any] | None = None
         self.root = Path(root).expanduser()
         self.name = name or self.root.name
         self.classes = list(classes) if classes else None
@@ -63,6 +63,7 @@ class ImageFolderSource:
         _require_dir(self.root, f"image-folder dataset {self.name!r}")
         provenance = self._provenance()
         samples, problems = [], []
+        licence = self._licence()
         class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not class_dirs:
             raise DataError(f"{self.root}: no class folders found (expected {self.root}/<class>/<image>)")
@@ -77,7 +78,7 @@ class ImageFolderSource:
                     continue
                 rel = p.relative_to(self.root).as_posix()
                 meta = dict(provenance.get(rel, {}))
-                meta.setdefault("licence", self._licence())
+                meta.setdefault("licence", licence)
                 samples.append(Sample(str(p.resolve()), d.name, self.name, rel, meta))
         if self.classes is not None:
             found = {s.label for s in samples}
@@ -114,13 +115,15 @@ class ImageFolderSource:
         return out
 
     def _card_file(self) -> dict[str, Any] | None:
-        path = self.root / "card.yaml"
-        if path.is_file():
-            try:
-                return yaml.safe_load(path.read_text())
-            except yaml.YAMLError as e:
-                raise DataError(f"{path}: unreadable dataset card ({e})") from e
-        return None
+        """``root/card.yaml``, read once (a folder generated later is picked up: absence is not cached)."""
+        if self._card is None:
+            path = self.root / "card.yaml"
+            if path.is_file():
+                try:
+                    self._card = yaml.safe_load(path.read_text()) or {}
+                except yaml.YAMLError as e:
+                    raise DataError(f"{path}: unreadable dataset card ({e})") from e
+        return self._card
 
     def _licence(self) -> str:
         if self.licence:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -65,7 +64,3 @@ def load_into(model: nn.Module, spec: str, sha256: str | None = None, prefix: st
     log.info("pretrained: loaded %d tensors from %s (skipped %d of another shape, %d left at init)",
              len(matched), path, len(skipped), len(report["missing"]))
     return report
-
-
-def copy_to(path: str | Path, dest: str | Path) -> None:
-    shutil.copyfile(path, dest)

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 from vision.runtime.bundle import BundleError, load_bundle
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from vision.runtime.preprocess import IMAGE_EXTENSIONS
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 RESIZE_MODES = ("stretch", "letterbox", "center_crop")
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST,
                   "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX}
@@ -114,7 +115,3 @@ def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """HxWx3 uint8 RGB of any size -> 3xHxW float32 network input."""
     resized, _ = resize_image(rgb, spec)
     return normalize(resized, spec)
-
-
-def batch(images: Sequence[np.ndarray]) -> np.ndarray:
-    return np.stack(list(images), axis=0).astype(np.float32, copy=False)

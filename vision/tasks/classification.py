@@ -91,7 +91,3 @@ class ClassificationTask(VisionTask):
                 if len(values) > 1:
                     for value, m in values.items():
                         self.log(f"test/acc/{field}/{value}", m["top1"], rank_zero_only=True)
-
-    @torch.no_grad()
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)

@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
 
 def _umask() -> int:
@@ -52,10 +51,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_write_yaml(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 @contextlib.contextmanager
