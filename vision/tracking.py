@@ -130,12 +130,17 @@ class RunRecorder:
                 client.log_dict(rid, report, "eval/test_report.json")
                 import numpy as np
 
-                p = cm_mod.plot_confusion_matrix(np.asarray(report["confusion_matrix"]), labels,
-                                                 os.path.join(tmp, "confusion_matrix.png"), "test confusion matrix")
-                client.log_artifact(rid, p, "plots")
+                if "confusion_matrix" in report:
+                    p = cm_mod.plot_confusion_matrix(np.asarray(report["confusion_matrix"]), labels,
+                                                     os.path.join(tmp, "confusion_matrix.png"), "test confusion matrix")
+                    client.log_artifact(rid, p, "plots")
+                for path in (report.get("artifacts") or {}).values():  # task plots: PR curves, error galleries
+                    if Path(path).is_file():
+                        client.log_artifact(rid, str(path), "plots")
             history = {}
             for key in client.get_run(rid).data.metrics:
-                if key.endswith("_epoch") or key in ("val/acc", "val/loss", "val/macro_f1"):
+                if key.endswith("_epoch") or key in ("val/acc", "val/loss", "val/macro_f1", "val/ap50", "val/ap",
+                                                     "val/rank1", "val/map"):
                     history[key] = [(m.step, m.value) for m in client.get_metric_history(rid, key)]
             if history:
                 p = cm_mod.plot_curves(_by_epoch(client, rid, history), os.path.join(tmp, "curves.png"))

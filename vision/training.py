@@ -119,7 +119,8 @@ def run(cfg: DictConfig) -> float:
         "train_img_per_s": next((c.median for c in callbacks if isinstance(c, ThroughputMonitor)), None),
         "best_score": score,
         "test": {k: v for k, v in (report or {}).items()
-                 if k in ("top1", "macro_f1", "per_class", "slices")},
+                 if k in ("top1", "macro_f1", "per_class", "slices", "ap", "ap50", "ap75", "size", "num_images",
+                          "num_gt", "rank1", "map", "minp", "cross_camera")},
         "mlflow": {"run_id": recorder.run_id, "tracking_uri": cfg.logger.get("tracking_uri") if cfg.get("logger") else None},
     }
     atomic_write_json(out_dir / "run.json", summary)

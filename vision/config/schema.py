@@ -39,3 +39,4 @@ class ExportSchema:
     logger: Any = None
     providers: list = field(default_factory=lambda: ["CPUExecutionProvider"])
     progress: bool = True
+    decode: Any = None

@@ -92,6 +92,8 @@ def _check_target(node: DictConfig, key: str) -> None:
         if isinstance(raw, DictConfig) and "_target_" in raw:
             continue
         value = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, (DictConfig, ListConfig)) else node[k]
+        if isinstance(value, (DictConfig, ListConfig)):  # an interpolation that resolved to a container
+            value = OmegaConf.to_container(value, resolve=True)
         ann = hints.get(k, params[k].annotation)
         if not _type_ok(value, ann):
             raise ConfigError(f"config key '{key}.{k}' = {value!r} has the wrong type: "

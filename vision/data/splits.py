@@ -65,7 +65,9 @@ def check_nonempty(splits: dict[str, list[Sample]], total: int) -> None:
 def save_splits(path: str | Path, splits: dict[str, list[Sample]], spec: SplitSpec | None = None) -> Path:
     doc: dict[str, Any] = {
         "spec": None if spec is None else spec.__dict__,
-        "counts": {k: dict(sorted(Counter(s.label for s in v).items())) for k, v in splits.items()},
+        # per label for labelled images, per source for detection images (many boxes, no one label)
+        "counts": {k: dict(sorted(Counter(getattr(s, "label", None) or s.source for s in v).items()))
+                   for k, v in splits.items()},
         "splits": {k: sorted(s.key for s in v) for k, v in splits.items()},
     }
     return atomic_write_json(path, doc)

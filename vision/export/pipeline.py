@@ -25,7 +25,7 @@ from vision.runtime.bundle import load_bundle
 from vision.runtime.classify import Classifier
 
 log = logging.getLogger(__name__)
-SUPPORTED = ("classification",)
+SUPPORTED = ("classification", "detection")
 
 
 def resolve_checkpoint(spec: str) -> Path:
@@ -131,6 +131,8 @@ def run(cfg: DictConfig) -> Path:
     spec = dm.spec
     shape = (int(cfg.batch_size), 3, *spec.size)
     progress = bool(cfg.progress)
+    if task == "detection":
+        return _run_detection(cfg, ckpt, ckpt_path, model, dm, train_cfg, out_dir, progress)
 
     with tempfile.TemporaryDirectory(prefix="vision-export-") as tmp_s:
         tmp = Path(tmp_s)
@@ -205,6 +207,35 @@ def run(cfg: DictConfig) -> Path:
     return out_dir
 
 
+def _provenance(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, train_cfg: DictConfig) -> dict[str, Any]:
+    meta = ckpt["vision"]
+    return {"checkpoint": str(ckpt_path), "mlflow": meta.get("mlflow"), "data_sources": meta.get("data_cards"),
+            "model": OmegaConf.to_container(train_cfg.model), "opset": int(cfg.opset)}
+
+
+def _run_detection(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, model, dm, train_cfg: DictConfig,
+                   out_dir: Path, progress: bool) -> Path:
+    from vision.export import detection as det_export
+
+    with tempfile.TemporaryDirectory(prefix="vision-export-") as tmp_s:
+        tmp = Path(tmp_s)
+        files, doc, report, problems = det_export.export(cfg, ckpt, model, dm, train_cfg, tmp, progress)
+        report["passed"] = not problems
+        report["limits"] = OmegaConf.to_container(cfg.parity)
+        if problems:
+            raise ParityError("parity gate failed, no bundle written:\n  " + "\n  ".join(problems)
+                              + f"\nreport: {json.dumps(report, indent=1)}")
+        if "fp32" not in cfg.precisions:
+            files.pop("model_fp32.onnx")
+        doc["parity"] = report
+        doc["provenance"] = _provenance(cfg, ckpt, ckpt_path, train_cfg)
+        write_bundle(out_dir, files, doc)
+    load_bundle(out_dir)
+    _log_to_mlflow(cfg, ckpt["vision"].get("mlflow"), out_dir, report)
+    log.info("bundle written to %s", out_dir)
+    return out_dir
+
+
 def _staged_classifier(tmp: Path, model_file: Path, dm, precision: str, providers: list[str]) -> Classifier:
     from vision.runtime.bundle import Bundle
 
@@ -224,7 +255,8 @@ def _log_to_mlflow(cfg: DictConfig, mlflow_meta: dict | None, out_dir: Path, rep
         client.log_dict(rid, report, f"export/{out_dir.name}/parity.json")
         client.log_artifacts(rid, str(out_dir), f"export/{out_dir.name}/bundle")
         for k in ("onnx_fp32", "onnx_int8"):
-            if k in report:
-                client.log_metric(rid, f"export/{k}_top1", report[k]["top1"])
+            for m in ("top1", "ap50", "ap"):
+                if k in report and m in report[k]:
+                    client.log_metric(rid, f"export/{k}_{m}", report[k][m])
     except Exception as e:  # noqa: BLE001 - the bundle is written; tracking is best effort here
         log.warning("could not attach the bundle to MLflow run %s: %s", mlflow_meta.get("run_id"), e)

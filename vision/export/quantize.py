@@ -28,10 +28,34 @@ class _Reader(CalibrationDataReader):
         return None if x is None else {self.input_name: x}
 
 
+_WEIGHTED = ("Conv", "Gemm", "MatMul")
+
+
+def output_nodes(graph) -> list[str]:
+    """The nodes that produce the graph's outputs: walking back from every output through
+    non-weighted nodes (reshapes, concatenations, scales) down to and including the weighted layer
+    that feeds them. For a classifier: the final Gemm; for a detector: every head output convolution
+    and what follows it (one int8 scale over concatenated logits or box distances loses the most)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    keep: list[str] = []
+    seen: set[str] = set()
+    stack = [o.name for o in graph.output]
+    while stack:
+        n = producer.get(stack.pop())
+        if n is None or n.name in seen:
+            continue
+        seen.add(n.name)
+        keep.append(n.name)
+        if n.op_type not in _WEIGHTED:
+            stack += list(n.input)
+    return keep
+
+
 def resolve_nodes(model_path: str | Path, keep_fp32: Sequence[str]) -> list[str]:
-    """Node names for ``keep_fp32``: ``first_conv``, ``last_layer`` or explicit ONNX node names."""
+    """Node names for ``keep_fp32``: ``first_conv``, ``last_layer``, ``outputs`` (see
+    :func:`output_nodes`) or explicit ONNX node names."""
     graph = onnx.load(str(model_path)).graph
-    weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    weighted = [n for n in graph.node if n.op_type in _WEIGHTED]
     names = {n.name for n in graph.node}
     out = []
     for item in keep_fp32:
@@ -39,11 +63,13 @@ def resolve_nodes(model_path: str | Path, keep_fp32: Sequence[str]) -> list[str]
             out.append(weighted[0].name)
         elif item == "last_layer" and weighted:
             out.append(weighted[-1].name)
+        elif item == "outputs":
+            out += output_nodes(graph)
         elif item in names:
             out.append(item)
         else:
             raise ValueError(f"calibration.keep_fp32: no node {item!r} in the graph "
-                             f"(use first_conv, last_layer or a node name)")
+                             f"(use first_conv, last_layer, outputs or a node name)")
     return sorted(set(out))
 
 

@@ -334,7 +334,21 @@ class DetectionLoss(nn.Module):
         ctr = torch.where(pos, ctr.clamp(min=0.05), torch.zeros_like(ctr))  # forced edge locations still count
         return gt, target, ctr
 
+    def _ignored(self, targets: list[dict], pos_mask: torch.Tensor) -> torch.Tensor | None:
+        """``[N, A]`` background locations inside a target's ``ignore`` boxes (crowds, barely visible
+        people), or None when no target has any."""
+        if not any(len(t.get("ignore", ())) for t in targets):
+            return None
+        out = torch.zeros_like(pos_mask)
+        for i, tgt in enumerate(targets):
+            ign = torch.as_tensor(tgt.get("ignore", ()), dtype=torch.float32, device=pos_mask.device).reshape(-1, 4)
+            if len(ign):
+                out[i] = _ignore_mask(self.points, ign) & ~pos_mask[i]
+        return out
+
     def forward(self, outputs, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """``targets``: per image ``boxes [M, 4]`` xyxy input pixels, ``labels [M]`` and optionally
+        ``ignore [K, 4]`` regions where background locations get no classification loss."""
         cls_logits, box_ltrb, quality = outputs
         n, a, c = cls_logits.shape
         cls_t = torch.zeros_like(cls_logits)
@@ -351,8 +365,12 @@ class DetectionLoss(nn.Module):
                 cls_t[i, pos, labels[gt[pos]]] = 1.0
             ltrb_t[i], ctr_t[i] = t, ctr
         num_pos = pos_mask.sum().clamp(min=1).float()
-        loss_cls = sigmoid_focal_loss(cls_logits, cls_t, alpha=self.focal_alpha, gamma=self.focal_gamma,
-                                      reduction="sum") / num_pos
+        focal = sigmoid_focal_loss(cls_logits, cls_t, alpha=self.focal_alpha, gamma=self.focal_gamma,
+                                   reduction="none")
+        ignore = self._ignored(targets, pos_mask)
+        if ignore is not None:  # background locations inside ignore regions: no classification loss
+            focal = focal * (~ignore).unsqueeze(-1).to(focal.dtype)
+        loss_cls = focal.sum() / num_pos
         if pos_mask.any():
             pts = self.points.expand(n, a, 2)[pos_mask]
             pred = ltrb_to_xyxy_t(pts, box_ltrb[pos_mask])
@@ -368,6 +386,13 @@ class DetectionLoss(nn.Module):
                  + self.weights["quality"] * loss_q)
         return {"loss": total, "loss_cls": loss_cls.detach(), "loss_box": loss_box.detach(),
                 "loss_quality": loss_q.detach(), "num_pos": pos_mask.sum().detach()}
+
+
+def _ignore_mask(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """``[A]``: locations inside any of ``boxes [K, 4]``."""
+    x, y = points[:, 0:1], points[:, 1:2]
+    inside = (x > boxes[:, 0]) & (x < boxes[:, 2]) & (y > boxes[:, 1]) & (y < boxes[:, 3])
+    return inside.any(1)
 
 
 def ltrb_to_xyxy_t(points: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,27 @@
-"""``python -m vision.runtime BUNDLE INPUT... --out results.jsonl``: classify images from files/folders."""
+"""``python -m vision.runtime BUNDLE INPUT... --out results.jsonl``: run an edge bundle.
+
+Classification bundles: image files or folders, one JSON line per image (label, score, top-k).
+Detection bundles: image files, folders, video files or streams (rtsp://, http(s)://, a camera
+index), one JSON line per image (``{"file", "detections"}``) or per video frame (``{"source",
+"frame", "time", "detections", "zones", "lines"}``); optionally an annotated video (``--video-out``)
+or annotated frames (``--frames-out``), persons pixelated with ``--privacy``, zone occupancy and
+line counts with ``--zones``, and per-stage timings (``--timings``).
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 from vision.runtime.bundle import BundleError, load_bundle
 from vision.runtime.preprocess import IMAGE_EXTENSIONS
+
+DETECTION_ONLY = ("video_out", "frames_out", "privacy", "zones", "every", "max_frames", "score_threshold",
+                  "timings", "video_fps")
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -32,35 +44,84 @@ def _progress(i: int, n: int, t0: float) -> None:
         sys.stderr.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vision.runtime", description=__doc__)
+def _open_sink(path: str):
+    """(file object, temporary path or None): results go to a hidden temporary file renamed on success."""
+    if path == "-":
+        return sys.stdout, None
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    return open(tmp, "w"), tmp
+
+
+def _write_json_atomic(path: str | Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m vision.runtime", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", help="edge bundle folder (with bundle.json)")
-    ap.add_argument("inputs", nargs="+", help="image files or folders")
+    ap.add_argument("inputs", nargs="+", help="image files or folders; for detection bundles also video files "
+                                              "and streams (rtsp://..., http(s)://..., a camera index)")
     ap.add_argument("--out", default="-", help="JSON-lines output file (default: stdout)")
     ap.add_argument("--precision", default="int8", help="model precision in the bundle: int8 or fp32")
     ap.add_argument("--providers", default="CPUExecutionProvider",
                     help="comma-separated ONNX Runtime execution providers, in order of preference")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--top-k", type=int, default=3)
-    args = ap.parse_args(argv)
+    ap.add_argument("--top-k", type=int, default=3, help="classification: how many labels per image")
+    det = ap.add_argument_group("detection bundles")
+    det.add_argument("--score-threshold", type=float, default=None, help="override the bundle's score threshold")
+    det.add_argument("--every", type=int, default=None, metavar="N", help="process every N-th frame / image")
+    det.add_argument("--max-frames", type=int, default=None, metavar="N",
+                     help="stop each input after N processed frames / images")
+    det.add_argument("--video-out", default=None, metavar="MP4", help="write an annotated video (mp4v)")
+    det.add_argument("--video-fps", type=float, default=None,
+                     help="frame rate of --video-out (default: the source's / --every; 5 for images)")
+    det.add_argument("--frames-out", default=None, metavar="DIR", help="write annotated frames (JPEG) here")
+    det.add_argument("--privacy", action="store_true",
+                     help="pixelate the boxes of --privacy-labels in every video/frame written")
+    det.add_argument("--privacy-labels", default="person", help="comma-separated labels --privacy masks")
+    det.add_argument("--zones", default=None, metavar="YAML", help="zones and counting lines (pixel coordinates)")
+    det.add_argument("--timings", default=None, metavar="JSON", help="write the per-stage timing summary here")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         bundle = load_bundle(args.bundle)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if bundle.task == "detection":
+        return run_detection(args, bundle)
+    if bundle.task == "classification":
+        return run_classification(args, bundle)
+    print(f"error: {bundle.root}: task {bundle.task!r} is not supported by this command", file=sys.stderr)
+    return 2
+
+
+# -- classification ----------------------------------------------------------------------------------
+
+def run_classification(args: argparse.Namespace, bundle) -> int:
+    given = [f"--{k.replace('_', '-')}" for k in DETECTION_ONLY if getattr(args, k) not in (None, False)]
+    try:
+        if given:
+            raise BundleError(f"{bundle.root}: option(s) {', '.join(given)} apply only to detection bundles "
+                              f"(this one is {bundle.task!r})")
         files = expand_inputs(args.inputs)
-        if bundle.task != "classification":
-            raise BundleError(f"{bundle.root}: task {bundle.task!r} is not supported by this command yet")
         from vision.runtime.classify import Classifier
 
         clf = Classifier(bundle, args.precision, args.providers.split(","), args.threads)
     except (BundleError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sink = sys.stdout if args.out == "-" else None
-    tmp = None
-    if sink is None:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        sink = open(tmp, "w")
+    sink, tmp = _open_sink(args.out)
     errors = 0
     t0 = time.perf_counter()
     try:
@@ -74,6 +135,131 @@ def main(argv: list[str] | None = None) -> int:
     if tmp is not None:
         os.replace(tmp, args.out)
         print(f"wrote {len(files)} results to {args.out} ({errors} unreadable)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+# -- detection ---------------------------------------------------------------------------------------
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "source"
+
+
+def run_detection(args: argparse.Namespace, bundle) -> int:
+    from vision.runtime.detect import ObjectDetector
+    from vision.runtime.privacy import pixelate
+    from vision.runtime.video import SourceError, VideoWriter, annotate, open_source, save_frame
+    from vision.runtime.zones import ZoneConfigError, ZoneCounter, load_zones
+
+    sources = []
+    try:
+        if args.every is not None and args.every < 1:
+            raise ValueError(f"--every must be >= 1, got {args.every}")
+        if args.max_frames is not None and args.max_frames < 1:
+            raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+        privacy_labels = [s.strip() for s in args.privacy_labels.split(",") if s.strip()]
+        if args.privacy and not set(privacy_labels) & set(bundle.labels):
+            raise ValueError(f"--privacy: none of {privacy_labels} is a label of {bundle.root} "
+                             f"({bundle.labels}); nothing would be masked")
+        zones = load_zones(args.zones) if args.zones else None
+        if zones is not None:
+            zones.check_labels(bundle.labels)
+        det = ObjectDetector(bundle, args.precision, args.providers.split(","), args.threads, args.score_threshold)
+        for spec in args.inputs:  # open everything first: a bad input fails before any output
+            sources.append(open_source(spec, args.every or 1, args.max_frames, on_error="report"))
+        fps = args.video_fps or next(((s.fps or 0) / s.every_n for s in sources if s.kind in ("video", "stream")
+                                      and s.fps), None)
+        writer = VideoWriter(args.video_out, fps) if args.video_out else None
+        sink, tmp = _open_sink(args.out)
+    except (BundleError, SourceError, ZoneConfigError, ValueError, OSError) as e:
+        for s in sources:
+            s.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    frames_dir = Path(args.frames_out) if args.frames_out else None
+    records = errors = 0
+    interrupted = False
+    t0 = time.perf_counter()
+    try:
+        try:
+            for src in sources:
+                counter = ZoneCounter(zones) if zones is not None else None
+                seen = 0
+                for fr in src:
+                    seen += 1
+                    if fr.error is not None:  # an unreadable image: reported, never skipped
+                        sink.write(json.dumps({"file": fr.path, "error": fr.error}) + "\n")
+                        errors += 1
+                        records += 1
+                        continue
+                    dets = det.detect(fr.rgb, read_ms=fr.read_ms)
+                    if src.kind in ("image", "folder"):
+                        rec = {"file": fr.path, "detections": dets}
+                    else:
+                        rec = {"source": src.name, "frame": fr.frame_index, "time": fr.time_s, "detections": dets}
+                    counts = None
+                    if counter is not None:
+                        counts = counter.update(dets)
+                        rec.update(counts)
+                    sink.write(json.dumps(rec) + "\n")
+                    records += 1
+                    if sink is sys.stdout:
+                        sink.flush()
+                    if writer is not None or frames_dir is not None:
+                        frame = pixelate(fr.rgb, dets, labels=privacy_labels) if args.privacy else fr.rgb
+                        frame = annotate(frame, dets, zones, counts, bundle.labels)
+                        if writer is not None:
+                            writer.write(frame)
+                        if frames_dir is not None:
+                            stem = (Path(fr.path).stem if fr.path
+                                    else f"{_safe(Path(src.name).stem)}_f{fr.frame_index:06d}")
+                            save_frame(frames_dir / f"{records:06d}_{stem}.jpg", frame)
+                    if sys.stderr.isatty():
+                        rate = records / max(time.perf_counter() - t0, 1e-9)
+                        sys.stderr.write(f"\rdetecting {src.name}: {seen} frames ({rate:.1f} fps)")
+                        sys.stderr.flush()
+                if seen == 0 and src.kind in ("video", "stream"):
+                    sink.write(json.dumps({"source": src.name, "error": "no frame could be read"}) + "\n")
+                    errors += 1
+                    records += 1
+        except KeyboardInterrupt:  # stopping a stream: keep what was processed
+            interrupted = True
+    except BaseException as e:
+        if tmp is not None:
+            sink.close()
+            tmp.unlink(missing_ok=True)
+        if writer is not None:
+            writer.discard()
+        if isinstance(e, (SourceError, OSError)):  # e.g. the annotated video / frames cannot be written there
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        for s in sources:
+            s.close()
+    wall = time.perf_counter() - t0
+    if tmp is not None:
+        sink.close()
+        os.replace(tmp, args.out)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    written = writer.frames if writer is not None else 0
+    if writer is not None and writer.close() is None:
+        print(f"warning: no frame processed, {args.video_out} not written", file=sys.stderr)
+    summary = det.timings()
+    summary.update({"wall_s": round(wall, 3), "records": records,
+                    "wall_fps": round(summary["frames"] / wall, 2) if wall > 0 and summary["frames"] else None,
+                    "inputs": list(args.inputs), "bundle": str(bundle.root), "video_frames_written": written})
+    if args.timings:
+        _write_json_atomic(args.timings, summary)
+    print(det.timings_line() + (f"; wall {summary['wall_fps']:.1f} fps incl. output" if summary["wall_fps"] else ""),
+          file=sys.stderr)
+    where = args.out if tmp is not None else "stdout"
+    print(f"wrote {records} records to {where} ({errors} unreadable)"
+          + (f", {written} frames to {args.video_out}" if writer is not None and written else "")
+          + (" (interrupted)" if interrupted else ""), file=sys.stderr)
+    if interrupted:
+        return 130
     return 1 if errors else 0
 
 

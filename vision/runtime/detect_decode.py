@@ -3,7 +3,15 @@
 The detector (``vision.models.detector``) outputs, per image, for ``A`` fixed locations:
 ``cls_logits [N, A, C]``, ``box_ltrb [N, A, 4]`` (distances left/top/right/bottom in input pixels)
 and ``quality [N, A]`` logits; ``points [A, 2]`` are the locations' (x, y) centres in input pixels
-(stored beside the model, e.g. in the export bundle). Boxes come back as xyxy float32 input pixels.
+(recomputed by :func:`make_points` from the input size and strides). Boxes come back as xyxy float32
+input pixels.
+
+Detector bundles (``bundle.json`` with ``task: detection``) carry, besides the common fields
+(``labels``, ``preprocess`` with ``resize: letterbox``, ``models.{fp32,int8}.file``):
+
+* ``models.<precision>.outputs``: ``["cls_logits", "box_ltrb", "quality"]`` (the graph's output order);
+* ``decode``: ``{"input_size": [H, W], "strides": [8, 16, 32], "score_threshold", "nms_iou",
+  "max_detections", "class_agnostic", "pre_nms_topk"}``: everything :func:`decode_numpy` needs.
 """
 from __future__ import annotations
 
@@ -13,6 +21,18 @@ import numpy as np
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)  # overflow-free logistic
+
+
+def make_points(input_size, strides) -> np.ndarray:
+    """Location centres ``[A, 2]`` (x, y) in input pixels, level by level, row-major (as the model's
+    ``points`` buffer, :func:`vision.models.detector.make_points`)."""
+    pts = []
+    for s in strides:
+        s = int(s)
+        h, w = int(input_size[0]) // s, int(input_size[1]) // s
+        ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+        pts.append(np.stack([(xs.reshape(-1) + 0.5) * s, (ys.reshape(-1) + 0.5) * s], axis=1))
+    return np.concatenate(pts).astype(np.float32)
 
 
 def ltrb_to_xyxy(points: np.ndarray, ltrb: np.ndarray) -> np.ndarray:

@@ -1,0 +1,215 @@
+"""The detection recipe for real: detection data module (splits, letterbox targets, mixing), train.py ->
+MLflow -> export.py (parity gate on AP through the runtime) -> runtime CLI on the bundle."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import PY, REPO, run_entry, shared
+from vision.data.boxes import Box, DetectionSample
+from vision.data.detection import write_coco
+from vision.data.detection_module import DetectionDataModule
+from vision.data.detection_sources import COCOSource, MOTSource
+from vision.errors import DataError
+from vision.tasks.detection import to_original
+
+
+def make_toy_coco(root, n: int = 48, size: tuple[int, int] = (120, 90), seed: int = 0):
+    """Bright 'people' (tall) and dark-red 'vehicles' (wide) on noise: learnable in a few dozen steps."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    samples = []
+    (root / "src").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = rng.integers(0, 60, (h, w, 3)).astype(np.uint8)
+        boxes = []
+        for _ in range(int(rng.integers(1, 3))):
+            if rng.random() < 0.5:
+                bw, bh, label, colour = int(rng.integers(8, 14)), int(rng.integers(24, 40)), "person", (230, 230, 230)
+            else:
+                bw, bh, label, colour = int(rng.integers(26, 40)), int(rng.integers(12, 18)), "vehicle", (200, 30, 30)
+            x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            img[y:y + bh, x:x + bw] = colour
+            boxes.append(Box(float(x), float(y), float(x + bw), float(y + bh), label))
+        p = root / "src" / f"{i:03d}.png"
+        Image.fromarray(img).save(p)
+        samples.append(DetectionSample(str(p), w, h, boxes, "toy", p.name, {"frame": i}))
+    write_coco(samples, root / "coco", ["person", "vehicle"], images="copy")
+    return root / "coco"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_coco(tmp_path_factory.mktemp("toy"))
+
+
+def _dm(sources, **kw):
+    kw.setdefault("preprocess", {"size": [64, 96]})
+    return DetectionDataModule(sources, classes=["person", "vehicle"], batch_size=4, **kw)
+
+
+def test_letterbox_targets_map_back_exactly(toy):
+    dm = _dm({"toy": COCOSource(str(toy / "annotations.json"), verify_checksums=False)})
+    dm.setup("fit")
+    ds = dm.dataset("test")
+    for i in range(len(ds)):
+        x, t, idx = ds[i]
+        s = ds.samples[idx]
+        assert x.shape == (3, 64, 96)
+        back = to_original(t["boxes"].numpy(), t["scale"], t["pad"], s.width, s.height)
+        np.testing.assert_allclose(back, np.asarray([b.xyxy for b in s.boxes], np.float32), atol=1e-3)
+        assert t["labels"].tolist() == [dm.labels.index(b.label) for b in s.boxes]
+
+
+def test_block_split_keeps_frames_contiguous(toy):
+    dm = _dm({"toy": COCOSource(str(toy / "annotations.json"), verify_checksums=False)},
+             split={"train": 0.5, "val": 0.25, "test": 0.25})
+    dm.setup("fit")
+    frames = {k: sorted(s.meta["frame"] for s in v) for k, v in dm.splits.items()}
+    assert max(frames["train"]) < min(frames["val"]) and max(frames["val"]) < min(frames["test"])
+    assert sum(map(len, frames.values())) == 48
+
+
+def test_unknown_label_names_the_file(toy, tmp_path):
+    doc = json.loads((toy / "annotations.json").read_text())
+    doc["categories"].append({"id": 99, "name": "dog"})
+    doc["annotations"][0]["category_id"] = 99
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    dm = _dm({"toy": COCOSource(str(tmp_path / "a.json"), images_root=str(toy), verify_checksums=False)})
+    with pytest.raises(DataError, match=r"000\.png.*unknown label 'dog'"):
+        dm.setup("fit")
+
+
+def test_augmented_batches_have_valid_boxes_and_ignore_regions(toy, tmp_path):
+    doc = json.loads((toy / "annotations.json").read_text())
+    doc["annotations"][0]["iscrowd"] = 1  # an ignore region rides along with the image
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    from albumentations import Affine, HorizontalFlip
+
+    dm = _dm({"toy": COCOSource(str(tmp_path / "a.json"), images_root=str(toy), verify_checksums=False)},
+             augment=[HorizontalFlip(p=0.5), Affine(scale=(0.5, 1.5), translate_percent=(-0.3, 0.3), p=1.0)],
+             split={"train": 1.0, "val": 0.0, "test": 0.0}, assign={})
+    with pytest.raises(DataError, match="split 'val' is empty"):
+        dm.setup("fit")
+    dm = _dm({"toy": COCOSource(str(tmp_path / "a.json"), images_root=str(toy), verify_checksums=False)},
+             augment=[HorizontalFlip(p=0.5), Affine(scale=(0.5, 1.5), translate_percent=(-0.3, 0.3), p=1.0)],
+             split={"train": 0.8, "val": 0.1, "test": 0.1})
+    dm.setup("fit")
+    assert any(b.attrs.get("iscrowd") for b in dm.splits["train"][0].boxes)
+    n = 0
+    for x, targets, index in dm.train_dataloader():
+        for t in targets:
+            b = t["boxes"]
+            assert torch.isfinite(b).all()
+            assert (b[:, 0] >= 0).all() and (b[:, 2] <= 96).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= 64).all()
+            assert ((b[:, 2] - b[:, 0]) >= 2).all() and ((b[:, 3] - b[:, 1]) >= 2).all()
+            n += len(b)
+        if 0 in index.tolist():
+            t = targets[index.tolist().index(0)]
+            assert t["ignore"].shape[1] == 4
+    assert n > 0
+    # the same epoch twice gives the same batches (seeded per epoch and sample)
+    a = [b[0] for b in dm.train_dataloader()]
+    c = [b[0] for b in dm.train_dataloader()]
+    assert all(torch.equal(u, v) for u, v in zip(a, c))
+
+
+def test_real_scenes_split_by_camera():
+    """PETS trains (its last frames validate); TUD-Campus, another camera, is the whole test set."""
+    pets, tud = shared("pets2009_s3mf1"), shared("tud_campus")
+    dm = _dm({"pets": MOTSource(str(pets), card="pets2009_s3mf1"), "tud": MOTSource(str(tud), card="tud_campus")},
+             split={"train": 0.85, "val": 0.15, "test": 0.0}, assign={"tud": "test"})
+    dm.setup("fit")
+    assert {s.source for s in dm.splits["test"]} == {"tud"} and len(dm.splits["test"]) == 71
+    assert {s.source for s in dm.splits["train"]} == {"pets"}
+    assert max(s.meta["frame"] for s in dm.splits["train"]) < min(s.meta["frame"] for s in dm.splits["val"])
+    assert {c["name"] for c in dm.cards} == {"pets2009_s3mf1", "tud_campus"}
+
+
+def test_mixed_batches_keep_the_synthetic_share(tmp_path, toy):
+    from synthetic.detection_source import SceneDetectionSource
+
+    syn = SceneDetectionSource(str(tmp_path / "cache"), scenes=2, cameras=1, frames=4, resolution=(160, 96),
+                               progress=False)
+    dm = _dm({"toy": COCOSource(str(toy / "annotations.json"), verify_checksums=False), "syn": syn},
+             mix={"synthetic_fraction": 0.5}, steps_per_epoch=5)
+    dm.setup("fit")
+    syn_samples = [s for s in dm.splits["train"] if s.source == "syn"]
+    assert syn_samples and all(s.meta["kind"] == "synthetic" and "condition" in s.meta and "params" in s.meta
+                               for s in syn_samples)
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == 5
+    for _, _, index in batches:
+        sources = [dm.splits["train"][i].source for i in index.tolist()]
+        assert sources.count("syn") == 2 and sources.count("toy") == 2
+    # generated once, then reused from the cache (same folder, nothing rewritten)
+    again = SceneDetectionSource(str(tmp_path / "cache"), scenes=2, cameras=1, frames=4, resolution=(160, 96),
+                                 progress=False)
+    assert again.root == syn.root
+    mtime = (syn.root / "annotations.json").stat().st_mtime_ns
+    again.load()
+    assert (syn.root / "annotations.json").stat().st_mtime_ns == mtime
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, toy):
+    work = tmp_path_factory.mktemp("det_e2e")
+    run_entry("train.py", work, "experiment=detection_synthetic", "data=synthetic_scenes",
+              "~data.sources.synthetic", f"+data.sources.toy._target_=vision.data.detection_sources.COCOSource",
+              f"+data.sources.toy.annotations={toy / 'annotations.json'}", "+data.sources.toy.verify_checksums=false",
+              "data.preprocess.size=[64,96]", "model.width_mult=0.25", "data.batch_size=8", "data.steps_per_epoch=12",
+              "data.augment=[]", "task.optimizer.lr=0.01", "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
+              "trainer.log_every_n_steps=1", "run_name=det", timeout=900)
+    return work
+
+
+def test_training_learns_and_records(trained):
+    out = trained / "outputs" / "det"
+    run = json.loads((out / "run.json").read_text())
+    assert run["monitor"] == "val/ap50"
+    test = run["test"]
+    assert test["ap50"] > 0.5, test  # the toy shapes are easy: a few dozen steps learn them
+    assert set(test["size"]) == {"<50px", "50-150px", ">150px"}
+    meta = torch.load(run["best_checkpoint"], map_location="cpu", weights_only=True)["vision"]
+    assert meta["task"] == "detection" and meta["labels"] == ["person", "vehicle"]
+    client = mlflow.MlflowClient(f"sqlite:///{trained / 'mlruns.db'}")
+    r = client.get_run(run["mlflow"]["run_id"])
+    for key in ("val/ap50", "test/ap50", "test/ap", "train/loss_step", "best/val/ap50"):
+        assert key in r.data.metrics, key
+    arts = {a.path for a in client.list_artifacts(r.info.run_id, "plots")}
+    assert "plots/pr_curve.png" in arts and "plots/errors.png" in arts
+
+
+def test_export_parity_gate_and_runtime(trained, toy, tmp_path):
+    out = trained / "outputs" / "det"
+    bundle = tmp_path / "bundle"
+    run_entry("export.py", trained, f"checkpoint={out}", f"output_dir={bundle}", "calibration.num_samples=8",
+              "progress=false", timeout=600)
+    doc = json.loads((bundle / "bundle.json").read_text())
+    assert doc["task"] == "detection" and doc["decode"]["input_size"] == [64, 96]
+    assert doc["models"]["int8"]["outputs"] == ["cls_logits", "box_ltrb", "quality"]
+    parity = doc["parity"]
+    assert parity["passed"] and abs(parity["onnx_fp32"]["ap50"] - parity["torch"]["ap50"]) <= 0.002
+    assert parity["onnx_int8"]["ap50_drop"] <= 0.01
+    assert doc["calibration"]["by_source"]
+    # the runtime CLI on the bundle: one JSON line per image with detections in original pixels
+    res = tmp_path / "out.jsonl"
+    proc = subprocess.run([PY, "-m", "vision.runtime", str(bundle), str(toy.parent / "src"), "--out", str(res),
+                           "--precision", "int8"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in res.read_text().splitlines()]
+    assert len(lines) == 48
+    assert sum(len(x["detections"]) for x in lines) > 0
+    # an impossible int8 limit: the gate refuses and nothing is written
+    bad = tmp_path / "refused"
+    proc = run_entry("export.py", trained, f"checkpoint={out}", f"output_dir={bad}", "calibration.num_samples=8",
+                     "parity.max_int8_drop=-1.0", "progress=false", check=False)
+    assert proc.returncode != 0 and "parity gate failed" in proc.stderr
+    assert not bad.exists()
