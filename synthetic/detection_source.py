@@ -50,7 +50,7 @@ class SceneDetectionSource:
                  resolution: Sequence[int] = (640, 360), seed: int = 0,
                  surfaces: Sequence[str] = ("road", "pavement", "grass", "indoor", "platform"),
                  crowd_density: Sequence[float] = (0.5, 4.0), num_vehicles: Sequence[int] = (0, 6),
-                 fps: float = 2.0, camera_ranges: Mapping[str, Any] | None = None,
+                 fps: float = 2.0, world_size: float = 50.0, camera_ranges: Mapping[str, Any] | None = None,
                  randomization: Mapping[str, Any] | None = None, label_map: Mapping[str, str | None] | None = None,
                  min_visible_fraction: float = 0.2, name: str = "synthetic_scenes", progress: bool = True) -> None:
         from synthetic import __version__
@@ -65,7 +65,7 @@ class SceneDetectionSource:
             "scenes": int(scenes), "cameras": int(cameras), "frames": int(frames),
             "resolution": [int(v) for v in resolution], "seed": int(seed), "surfaces": list(surfaces),
             "crowd_density": [float(v) for v in crowd_density], "num_vehicles": [int(v) for v in num_vehicles],
-            "fps": float(fps), "camera_ranges": dict(camera_ranges or {}), "randomization": dict(randomization or {}),
+            "fps": float(fps), "world_size": float(world_size), "camera_ranges": dict(camera_ranges or {}), "randomization": dict(randomization or {}),
         }
         self.label_map = dict(DEFAULT_LABEL_MAP if label_map is None else label_map)
         self.min_visible_fraction = float(min_visible_fraction)
@@ -86,7 +86,8 @@ class SceneDetectionSource:
             vehicles = 0 if surface in ("indoor", "platform") else int(rng.integers(p["num_vehicles"][0],
                                                                                    p["num_vehicles"][1] + 1))
             cfg = SceneConfig(seed=p["seed"] * 1000 + i, cameras=p["cameras"], resolution=tuple(p["resolution"]),
-                              duration=p["frames"], fps=p["fps"], surface=surface, crowd_density=round(density, 3),
+                              duration=p["frames"], fps=p["fps"],
+                              world_size=p.get("world_size", 50.0), surface=surface, crowd_density=round(density, 3),
                               num_vehicles=vehicles, camera_ranges=dict(p["camera_ranges"]),
                               randomization=dict(p["randomization"]))
             try:

@@ -20,7 +20,7 @@ from vision.errors import DataError
 from vision.tasks.detection import to_original
 
 
-def make_toy_coco(root, n: int = 48, size: tuple[int, int] = (120, 90), seed: int = 0):
+def make_toy_coco(root, n: int = 64, size: tuple[int, int] = (160, 120), seed: int = 0):
     """Bright 'people' (tall) and dark-red 'vehicles' (wide) on noise: learnable in a few dozen steps."""
     rng = np.random.default_rng(seed)
     w, h = size
@@ -31,9 +31,9 @@ def make_toy_coco(root, n: int = 48, size: tuple[int, int] = (120, 90), seed: in
         boxes = []
         for _ in range(int(rng.integers(1, 3))):
             if rng.random() < 0.5:
-                bw, bh, label, colour = int(rng.integers(8, 14)), int(rng.integers(24, 40)), "person", (230, 230, 230)
+                bw, bh, label, colour = int(rng.integers(12, 20)), int(rng.integers(36, 56)), "person", (230, 230, 230)
             else:
-                bw, bh, label, colour = int(rng.integers(26, 40)), int(rng.integers(12, 18)), "vehicle", (200, 30, 30)
+                bw, bh, label, colour = int(rng.integers(36, 56)), int(rng.integers(18, 26)), "vehicle", (200, 30, 30)
             x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
             img[y:y + bh, x:x + bw] = colour
             boxes.append(Box(float(x), float(y), float(x + bw), float(y + bh), label))
@@ -73,7 +73,7 @@ def test_block_split_keeps_frames_contiguous(toy):
     dm.setup("fit")
     frames = {k: sorted(s.meta["frame"] for s in v) for k, v in dm.splits.items()}
     assert max(frames["train"]) < min(frames["val"]) and max(frames["val"]) < min(frames["test"])
-    assert sum(map(len, frames.values())) == 48
+    assert sum(map(len, frames.values())) == 64
 
 
 def test_unknown_label_names_the_file(toy, tmp_path):
@@ -162,9 +162,10 @@ def test_mixed_batches_keep_the_synthetic_share(tmp_path, toy):
 def trained(tmp_path_factory, toy):
     work = tmp_path_factory.mktemp("det_e2e")
     run_entry("train.py", work, "experiment=detection_synthetic", "data=synthetic_scenes",
-              "~data.sources.synthetic", f"+data.sources.toy._target_=vision.data.detection_sources.COCOSource",
+              "~data.sources.synthetic", "+data.sources.toy._target_=vision.data.detection_sources.COCOSource",
               f"+data.sources.toy.annotations={toy / 'annotations.json'}", "+data.sources.toy.verify_checksums=false",
-              "data.preprocess.size=[64,96]", "model.width_mult=0.25", "data.batch_size=8", "data.steps_per_epoch=12",
+              "data.preprocess.size=[96,128]", "model.width_mult=0.25", "data.batch_size=8", "data.steps_per_epoch=12",
+              "data.split.train=0.65", "data.split.val=0.1", "data.split.test=0.25",
               "data.augment=[]", "task.optimizer.lr=0.01", "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
               "trainer.log_every_n_steps=1", "run_name=det", timeout=900)
     return work
@@ -193,7 +194,7 @@ def test_export_parity_gate_and_runtime(trained, toy, tmp_path):
     run_entry("export.py", trained, f"checkpoint={out}", f"output_dir={bundle}", "calibration.num_samples=8",
               "progress=false", timeout=600)
     doc = json.loads((bundle / "bundle.json").read_text())
-    assert doc["task"] == "detection" and doc["decode"]["input_size"] == [64, 96]
+    assert doc["task"] == "detection" and doc["decode"]["input_size"] == [96, 128]
     assert doc["models"]["int8"]["outputs"] == ["cls_logits", "box_ltrb", "quality"]
     parity = doc["parity"]
     assert parity["passed"] and abs(parity["onnx_fp32"]["ap50"] - parity["torch"]["ap50"]) <= 0.002
@@ -205,7 +206,7 @@ def test_export_parity_gate_and_runtime(trained, toy, tmp_path):
                            "--precision", "int8"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in res.read_text().splitlines()]
-    assert len(lines) == 48
+    assert len(lines) == 64
     assert sum(len(x["detections"]) for x in lines) > 0
     # an impossible int8 limit: the gate refuses and nothing is written
     bad = tmp_path / "refused"
