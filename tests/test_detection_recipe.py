@@ -214,3 +214,19 @@ def test_export_parity_gate_and_runtime(trained, toy, tmp_path):
                      "parity.max_int8_drop=-1.0", "progress=false", check=False)
     assert proc.returncode != 0 and "parity gate failed" in proc.stderr
     assert not bad.exists()
+
+
+@pytest.mark.parametrize("baseline", ["ssdlite", "fasterrcnn"])
+def test_torchvision_baselines_train_through_the_same_recipe(baseline, toy, tmp_path):
+    run_entry("train.py", tmp_path, "experiment=detection_synthetic", "~data.sources.synthetic",
+              "+data.sources.toy._target_=vision.data.detection_sources.COCOSource",
+              f"+data.sources.toy.annotations={toy / 'annotations.json'}", "+data.sources.toy.verify_checksums=false",
+              f"model={baseline}", "data.preprocess.size=[96,128]", "data.batch_size=4", "data.steps_per_epoch=2",
+              "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=none", "run_name=b", timeout=600)
+    run = json.loads((tmp_path / "outputs" / "b" / "run.json").read_text())
+    assert 0.0 <= run["test"]["ap50"] <= 1.0 and run["test"]["num_gt"] > 0
+    meta = torch.load(run["best_checkpoint"], map_location="cpu", weights_only=True)["vision"]
+    assert meta["config"]["model"]["arch"].startswith(baseline[:4])
+    proc = run_entry("export.py", tmp_path, f"checkpoint={tmp_path / 'outputs' / 'b'}", f"output_dir={tmp_path / 'x'}",
+                     "progress=false", check=False)
+    assert proc.returncode != 0 and "reference baseline" in proc.stderr

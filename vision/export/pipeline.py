@@ -132,6 +132,9 @@ def run(cfg: DictConfig) -> Path:
     shape = (int(cfg.batch_size), 3, *spec.size)
     progress = bool(cfg.progress)
     if task == "detection":
+        if getattr(model, "native_loss", False):
+            raise CheckpointError(f"{ckpt_path}: {model.config.arch} is a torchvision reference baseline; edge bundles "
+                                  f"are made from the edge detector (model=detector)")
         return _run_detection(cfg, ckpt, ckpt_path, model, dm, train_cfg, out_dir, progress)
 
     with tempfile.TemporaryDirectory(prefix="vision-export-") as tmp_s:

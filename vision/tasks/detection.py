@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import torch
 from torch import nn
 
 from vision.metrics import detection as det_metrics
@@ -38,7 +37,9 @@ class DetectionTask(VisionTask):
         super().__init__(model, optimizer, scheduler, monitor, monitor_mode, labels, seed)
         if not self.labels:
             raise ValueError("DetectionTask needs the class list (filled in from data.classes)")
-        self.criterion = DetectionLoss.for_model(model, **dict(loss or {}))
+        # torchvision baselines (vision.models.tv_detectors) bring their own loss and decoding
+        self.native = bool(getattr(model, "native_loss", False))
+        self.criterion = None if self.native else DetectionLoss.for_model(model, **dict(loss or {}))
         self.decode = {"score_threshold": float(score_threshold), "nms_iou": float(nms_iou),
                        "max_detections": int(max_detections)}
         self.slice_by = list(slice_by if slice_by is not None else ["source", "kind", "condition"])
@@ -49,22 +50,26 @@ class DetectionTask(VisionTask):
 
     def training_step(self, batch, batch_idx):
         x, targets, _ = batch
-        losses = self.criterion(self(x), targets)
+        losses = self.model.loss(x, targets) if self.native else self.criterion(self(x), targets)
         n = len(x)
         self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        for k in ("loss_cls", "loss_box", "loss_quality"):
-            self.log(f"train/{k}", losses[k], on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/num_pos", losses["num_pos"].float(), on_step=False, on_epoch=True, batch_size=n)
+        for k, v in losses.items():
+            if k != "loss":
+                self.log(f"train/{k}", v.float(), on_step=False, on_epoch=True, batch_size=n)
         return losses["loss"]
 
     # -- evaluation ------------------------------------------------------------------------------
     def _eval_step(self, batch, prefix: str, split: str) -> None:
         x, targets, index = batch
-        outputs = self(x)
-        losses = self.criterion(outputs, targets)
-        self.log(f"{prefix}/loss", losses["loss"], on_epoch=True, prog_bar=False, batch_size=len(x), sync_dist=True)
-        cls, box, q = (o.float().cpu().numpy() for o in outputs)
-        decoded = _decode(self.model, cls, box, q, self.decode)
+        if self.native:
+            decoded = self.model.detect(x, self.decode["score_threshold"], self.decode["max_detections"])
+        else:
+            outputs = self(x)
+            losses = self.criterion(outputs, targets)
+            self.log(f"{prefix}/loss", losses["loss"], on_epoch=True, prog_bar=False, batch_size=len(x),
+                     sync_dist=True)
+            cls, box, q = (o.float().cpu().numpy() for o in outputs)
+            decoded = _decode(self.model, cls, box, q, self.decode)
         samples = self.trainer.datamodule.splits[split]
         for (boxes, scores, labels), t, i in zip(decoded, targets, index.tolist()):
             s = samples[i]
