@@ -29,7 +29,9 @@ def base_overrides(test_scene: str, epochs: int, steps: int, size: int, extra: l
     # the training scene gives train (its first 85% of frames) and val (the rest); the test scene is unseen
     return ["experiment=detection", "logger=none", "trainer.enable_progress_bar=false", f"trainer.max_epochs={epochs}",
             f"data.steps_per_epoch={steps}", f"data.preprocess.size=[{size},{size}]",
-            f"data.assign={{{test_scene}:test}}", *extra]
+            f"data.assign={{{test_scene}:test}}",
+            "trainer.precision=bf16-mixed",  # CPU autocast: about 2x faster on AVX512-BF16 cores
+            *extra]
 
 
 def shared_data_present() -> str | None:
@@ -39,7 +41,7 @@ def shared_data_present() -> str | None:
     return None
 
 
-def train_variants(test_scene: str = "tud_campus", epochs: int = 10, steps: int = 40, size: int = 320,
+def train_variants(test_scene: str = "tud_campus", epochs: int = 8, steps: int = 40, size: int = 320,
                    extra: list[str] | None = None, variants: list[str] | None = None,
                    fresh: bool = False) -> dict[str, dict]:
     """Train (or reuse) each variant; returns {variant: {run.json contents, "wall_s", "overrides"}}."""

@@ -7,7 +7,7 @@ fp32 and int8, training images/s, and the runtime's end-to-end frames/s (JPEG de
 inference, decoding + NMS) for fp32 and int8 with 2 threads. Prints one JSON line last and writes
 bench/results/detect.json.
 
-    .venv/bin/python bench/detect.py [--epochs 10] [--steps 40] [--size 320] [--fresh] [train overrides ...]
+    .venv/bin/python bench/detect.py [--epochs 8] [--steps 40] [--size 320] [--fresh] [train overrides ...]
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def runtime_fps(bundle: Path, precision: str, frames: list[Path], threads: int =
 
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--test-scene", default="tud_campus", choices=["tud_campus", "pets2009_s3mf1"])

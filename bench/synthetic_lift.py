@@ -4,7 +4,7 @@ each scored (COCO AP50) on TUD-Campus, a real camera none of them saw. Shares it
 bench/detect.py (bench/_detection_runs.py caches them). Prints one JSON line last and writes
 bench/results/synthetic_lift.json.
 
-    .venv/bin/python bench/synthetic_lift.py [--epochs 10] [--steps 40] [--size 320] [--fresh] [overrides ...]
+    .venv/bin/python bench/synthetic_lift.py [--epochs 8] [--steps 40] [--size 320] [--fresh] [overrides ...]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from _detection_runs import RESULTS, shared_data_present, train_variants  # noqa
 
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--test-scene", default="tud_campus", choices=["tud_campus", "pets2009_s3mf1"])

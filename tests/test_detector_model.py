@@ -234,3 +234,22 @@ def test_onnx_export_parity_and_int8(tmp_path):
     qout = qsess.run(None, {"images": x.numpy()})
     assert [o.shape for o in qout] == [r.shape for r in ref]
     assert all(np.isfinite(o).all() for o in qout)
+
+
+def test_output_nodes_keep_every_head_output_in_float(tmp_path):
+    """``keep_fp32: [outputs]`` covers the three head output convolutions of every level and the
+    reshapes/concatenations after them, and nothing of the backbone."""
+    import onnx
+
+    from vision.export.onnx_export import to_onnx
+    from vision.export.quantize import output_nodes
+    from vision.models.detector import build_detector
+
+    m = build_detector("resnet18", 2, 0.25, (64, 96))
+    p = to_onnx(m, (1, 3, 64, 96), tmp_path / "d.onnx", output_names=("cls_logits", "box_ltrb", "quality"))
+    graph = onnx.load(str(p)).graph
+    kept = set(output_nodes(graph))
+    convs = {n.name for n in graph.node if n.op_type == "Conv" and n.name in kept}
+    assert len(convs) == 9  # cls/box/quality outputs x 3 levels
+    assert all(any(k in c for k in ("cls_out", "box_out", "quality_out")) for c in convs)
+    assert not any("backbone" in n or "neck" in n for n in kept)

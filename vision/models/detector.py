@@ -349,7 +349,7 @@ class DetectionLoss(nn.Module):
     def forward(self, outputs, targets: list[dict]) -> dict[str, torch.Tensor]:
         """``targets``: per image ``boxes [M, 4]`` xyxy input pixels, ``labels [M]`` and optionally
         ``ignore [K, 4]`` regions where background locations get no classification loss."""
-        cls_logits, box_ltrb, quality = outputs
+        cls_logits, box_ltrb, quality = (o.float() for o in outputs)  # losses in fp32 under bf16 autocast
         n, a, c = cls_logits.shape
         cls_t = torch.zeros_like(cls_logits)
         pos_mask = torch.zeros(n, a, dtype=torch.bool, device=cls_logits.device)
