@@ -140,7 +140,7 @@ class RunRecorder:
             history = {}
             for key in client.get_run(rid).data.metrics:
                 if key.endswith("_epoch") or key in ("val/acc", "val/loss", "val/macro_f1", "val/ap50", "val/ap",
-                                                     "val/rank1", "val/map"):
+                                                     "val/rank1", "val/rank5", "val/map", "val/minp"):
                     history[key] = [(m.step, m.value) for m in client.get_metric_history(rid, key)]
             if history:
                 p = cm_mod.plot_curves(_by_epoch(client, rid, history), os.path.join(tmp, "curves.png"))

@@ -120,7 +120,8 @@ def run(cfg: DictConfig) -> float:
         "best_score": score,
         "test": {k: v for k, v in (report or {}).items()
                  if k in ("top1", "macro_f1", "per_class", "slices", "ap", "ap50", "ap75", "size", "num_images",
-                          "num_gt", "rank1", "map", "minp", "cross_camera")},
+                          "num_gt", "rank1", "rank5", "rank10", "map", "minp", "cmc", "cross_camera", "reranked",
+                          "num_queries", "num_valid", "num_invalid", "invalid_queries", "warnings", "artifacts")},
         "mlflow": {"run_id": recorder.run_id, "tracking_uri": cfg.logger.get("tracking_uri") if cfg.get("logger") else None},
     }
     atomic_write_json(out_dir / "run.json", summary)

@@ -1,0 +1,1 @@
+"""Training losses beyond the plain cross-entropy (metric learning for re-identification)."""
