@@ -1,3 +1,3 @@
 """Procedural synthetic training-data generators for the video-surveillance vision toolkit."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -25,6 +25,16 @@ The classes (:data:`CLASSES`) alter that pipeline:
 ``turned_away``  the camera looks at the sky, a wall or a ceiling: a mostly
                  uniform or gradient surface with little structure.
 
+One more fault can be asked for by name (:data:`EXTRA_CLASSES`, not part of
+the default class list so existing datasets and recipes keep their classes):
+
+``dirty_lens``   a sprayed/dirty lens: spray, smudges or droplets blur and
+                 veil parts of the view (the scene stays visible through them).
+
+The fault implementations live in :mod:`synthetic.scene.faults` and are shared
+with the scene engine, where they are domain-randomization parameters
+(``randomization.camera_fault_prob`` / ``camera_faults``).
+
 Usage::
 
     from synthetic.camera_health import render_frame, generate_dataset
@@ -49,9 +59,7 @@ import numbers
 import os
 import shutil
 import sys
-from functools import lru_cache
 from pathlib import Path
-from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -60,10 +68,32 @@ from PIL import Image
 from tqdm import tqdm
 
 from synthetic import __version__ as GENERATOR_VERSION
-from synthetic.texture import periodic_distance, stripe_coverage
+from synthetic.scene.faults import (  # the camera faults are shared with the scene engine
+    _SKIN,
+    _circle,
+    _cov,
+    _ellipse,
+    _gauss_noise,
+    _grids,
+    _line,
+    _Params,
+    _pdist,
+    _poly,
+    _pts,
+    _shade,
+    _smooth_noise,
+    apply_defocus_fault,
+    apply_dirty_lens,
+    sample_too_dark,
+)
+from synthetic.scene.faults import apply_cover as _apply_cover
+from synthetic.scene.faults import blur as _blur
+from synthetic.scene.faults import render_away as _render_away
 
 __all__ = [
     "CLASSES",
+    "EXTRA_CLASSES",
+    "ALL_CLASSES",
     "GENERATOR_NAME",
     "GENERATOR_VERSION",
     "render_frame",
@@ -73,6 +103,10 @@ __all__ = [
 ]
 
 CLASSES: tuple[str, ...] = ("normal", "covered", "defocused", "too_dark", "turned_away")
+#: faults rendered on request only (``render_frame(label)``, ``generate_dataset(classes=...)``)
+EXTRA_CLASSES: tuple[str, ...] = ("dirty_lens",)
+#: every label; a label's index here seeds its fault, so adding labels never changes existing frames
+ALL_CLASSES: tuple[str, ...] = CLASSES + EXTRA_CLASSES
 GENERATOR_NAME = "synthetic.camera_health"
 MIN_SIZE = 32
 DATASET_NAME = "synthetic-camera-health"
@@ -81,11 +115,6 @@ _AA = cv2.LINE_AA
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing
 _ONE = float(1 << _SHIFT)
 
-# 256-entry inverse normal CDF: maps uniform random bytes to (quantised)
-# standard-normal noise ~10x faster than Generator.standard_normal.
-_NOISE_LUT = np.array(
-    [NormalDist().inv_cdf((k + 0.5) / 256.0) for k in range(256)], np.float32
-).reshape(1, 256)
 
 # --------------------------------------------------------------------------
 # palettes (RGB)
@@ -98,7 +127,6 @@ _BOTTOMS = (
     (40, 55, 85), (28, 28, 30), (90, 90, 95), (160, 145, 110), (85, 65, 45),
     (55, 70, 110), (60, 60, 55),
 )
-_SKIN = ((235, 200, 170), (215, 170, 135), (190, 140, 100), (150, 100, 70), (100, 65, 45), (70, 48, 35))
 _HAIR = ((25, 20, 18), (60, 40, 25), (110, 75, 45), (200, 170, 110), (150, 150, 150))
 _CARS = (
     (225, 225, 228), (170, 172, 178), (110, 112, 118), (25, 25, 28), (40, 55, 100),
@@ -109,140 +137,10 @@ _BUILDING = (
     (165, 160, 150), (190, 180, 160), (150, 85, 65), (210, 205, 195), (95, 110, 125),
     (130, 125, 120), (180, 150, 120),
 )
-_WALLS = (
-    (200, 198, 190), (170, 168, 162), (215, 200, 170), (160, 90, 70), (120, 120, 118),
-    (225, 225, 220), (180, 195, 200), (150, 165, 140),
-)
-_COVER_COLOURS = (
-    (30, 30, 35), (60, 60, 70), (150, 30, 30), (40, 60, 120), (200, 200, 195),
-    (90, 110, 70), (170, 140, 100), (210, 180, 60), (120, 80, 60), (20, 20, 20),
-)
-
-
-# --------------------------------------------------------------------------
-# parameter recording
-class _Params:
-    """Draws random values from a Generator and records the named ones.
-
-    Scalar values are taken from a pre-drawn buffer (much faster than one
-    Generator call per value) and rounded, so the recorded value is exactly
-    the value used for drawing. Values drawn without a key are either stored
-    by the caller (object lists) or, inside ``capture()``, as raw uniforms.
-    Pixel-level noise fields (textures, sensor noise) come from ``rng``.
-    """
-
-    __slots__ = ("rng", "d", "_buf", "_cap")
-
-    def __init__(self, rng: np.random.Generator, d: dict):
-        self.rng = rng
-        self.d = d
-        self._buf: list[float] = []
-        self._cap: list | None = None
-
-    def u(self) -> float:
-        if not self._buf:
-            self._buf = self.rng.random(128).tolist()
-            self._buf.reverse()
-        v = self._buf.pop()
-        if self._cap is not None:
-            self._cap.append(round(v, 6))
-        return v
-
-    def capture(self, key):
-        """Record every raw uniform drawn inside the block as ``d[key]``."""
-        return _Capture(self, key)
-
-    def uniform(self, key, lo, hi, nd=4):
-        v = round(lo + (hi - lo) * self.u(), nd)
-        if key:
-            self.d[key] = v
-        return v
-
-    def randint(self, key, lo, hi):
-        """Integer in [lo, hi] (inclusive)."""
-        v = lo + min(int(self.u() * (hi - lo + 1)), hi - lo)
-        if key:
-            self.d[key] = v
-        return v
-
-    def choice(self, key, options, weights=None):
-        if weights is None:
-            i = min(int(self.u() * len(options)), len(options) - 1)
-        else:
-            r = self.u() * sum(weights)
-            i = len(options) - 1
-            acc = 0.0
-            for j, w in enumerate(weights):
-                acc += w
-                if r < acc:
-                    i = j
-                    break
-        v = options[i]
-        if key:
-            self.d[key] = list(v) if isinstance(v, tuple) else v
-        return v
-
-    def flag(self, key, prob):
-        v = int(self.u() < prob)
-        if key:
-            self.d[key] = v
-        return v
-
-    def color(self, key, base, jitter=0.0, lum=0.0):
-        common = (2.0 * self.u() - 1.0) * lum
-        v = [int(min(255, max(0, round(c + common + (2.0 * self.u() - 1.0) * jitter)))) for c in base]
-        if key:
-            self.d[key] = v
-        return v
-
-
-class _Capture:
-    def __init__(self, p: _Params, key: str):
-        self.p, self.key = p, key
-
-    def __enter__(self):
-        self.p._cap = []
-        return self
-
-    def __exit__(self, *exc):
-        self.p.d[self.key] = self.p._cap
-        self.p._cap = None
-        return False
 
 
 # --------------------------------------------------------------------------
 # small helpers
-def _pts(x, y) -> np.ndarray:
-    """Fixed-point (sub-pixel) int32 point array for OpenCV drawing."""
-    if isinstance(x, np.ndarray):
-        return np.rint(np.stack([x, y], -1) * _ONE).astype(np.int32)
-    return np.array([(round(a * _ONE), round(b * _ONE)) for a, b in zip(x, y)], np.int32)
-
-
-def _poly(img, x, y, col):
-    cv2.fillConvexPoly(img, _pts(x, y), col, _AA, _SHIFT)
-
-
-def _circle(img, x, y, r, col):
-    cv2.circle(img, (int(round(x * _ONE)), int(round(y * _ONE))), max(int(round(r * _ONE)), 8), col, -1, _AA, _SHIFT)
-
-
-def _ellipse(img, x, y, rx, ry, col, a0=0, a1=360, angle=0.0):
-    cv2.ellipse(
-        img,
-        (int(round(x * _ONE)), int(round(y * _ONE))),
-        (max(int(round(rx * _ONE)), 8), max(int(round(ry * _ONE)), 8)),
-        angle, a0, a1, col, -1, _AA, _SHIFT,
-    )
-
-
-def _line(img, x0, y0, x1, y1, col, width):
-    """Anti-aliased line of (possibly sub-pixel) width as a filled quad."""
-    dx, dy = x1 - x0, y1 - y0
-    n = math.hypot(dx, dy) or 1.0
-    w = max(width, 0.7) * 0.5
-    nx, ny = -dy / n * w, dx / n * w
-    _poly(img, (x0 + nx, x1 + nx, x1 - nx, x0 - nx), (y0 + ny, y1 + ny, y1 - ny, y0 - ny), col)
 
 
 def _tap(x0, y0, x1, y1, w0, w1):
@@ -256,52 +154,8 @@ def _tap(x0, y0, x1, y1, w0, w1):
     )
 
 
-def _shade(col, k):
-    return (min(255.0, float(col[0]) * k), min(255.0, float(col[1]) * k), min(255.0, float(col[2]) * k))
-
-
 def _mix(a, b, t):
     return [a[i] + (b[i] - a[i]) * t for i in range(3)]
-
-
-def _gauss_noise(rng: np.random.Generator, shape) -> np.ndarray:
-    """Approximately standard-normal float32 noise (fast, deterministic)."""
-    n = int(np.prod(shape))
-    b = np.frombuffer(rng.bytes(n), np.uint8).reshape(shape)
-    return cv2.LUT(b, _NOISE_LUT)
-
-
-def _smooth_noise(rng: np.random.Generator, gw: int, gh: int, w: int, h: int) -> np.ndarray:
-    """Low-frequency noise field of size (h, w), roughly unit variance."""
-    g = rng.standard_normal((gh, gw)).astype(np.float32)
-    if w * h > 4096 and w >= 4 * gw and h >= 4 * gh:
-        # cubic to an intermediate size, then (cheaper) linear
-        g = cv2.resize(g, (w // 4, h // 4), interpolation=cv2.INTER_CUBIC)
-        return cv2.resize(g, (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
-
-
-_cov = stripe_coverage
-_pdist = periodic_distance
-
-
-@lru_cache(maxsize=16)
-def _grids(W: int, H: int):
-    """Cached read-only coordinate grids for a frame size."""
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-    nx = (xs + 0.5) / W * 2.0 - 1.0
-    ny = (ys + 0.5) / H * 2.0 - 1.0
-    r2 = (nx * nx * (W / max(W, H)) ** 2 + ny * ny * (H / max(W, H)) ** 2) / (
-        (W / max(W, H)) ** 2 + (H / max(W, H)) ** 2
-    )
-    lw, lh = max(8, W // 4), max(6, H // 4)
-    ly, lx = np.mgrid[0:lh, 0:lw].astype(np.float32)
-    lnx = (lx + 0.5) / lw * 2.0 - 1.0
-    lny = ((ly + 0.5) / lh * 2.0 - 1.0) * (H / W)
-    out = (nx, ny, r2.astype(np.float32), lnx, lny, xs, ys)
-    for a in out:
-        a.setflags(write=False)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -1060,273 +914,7 @@ def _draw_tree(img, cam: _Cam, o, amb):
 
 
 # --------------------------------------------------------------------------
-# "turned away" view: sky, wall or ceiling
-def _render_away(p: _Params, light: dict, W: int, H: int) -> np.ndarray:
-    rng = p.rng
-    u = min(W, H) / 120.0
-    nx, ny, r2, _, _, xs, ys = _grids(W, H)
-    kind = p.choice("away_view", ("sky", "wall", "ceiling"), (0.35, 0.4, 0.25))
-    ang = math.radians(p.uniform("away_gradient_deg", 0.0, 360.0))
-    grad = (nx * math.cos(ang) + ny * math.sin(ang) * (H / W))  # -1..1
-    amb = light["amb"]
-    night = light["tod"] == "night"
-    structure = "none"
-    # per-channel planes (fast) from a base colour and a single-channel shade
-    if kind == "sky":
-        top = _shade(light["top"], 0.9)
-        hor = light["hor"]
-        t = np.clip(0.5 + 0.5 * grad * p.uniform("away_gradient_strength", 0.3, 1.0), 0, 1)
-        planes = [top[c] + (hor[c] - top[c]) * t for c in range(3)]
-        if not night and p.flag("away_clouds", 0.55):
-            cl = _smooth_noise(rng, 5, 4, W, H)
-            thr = p.uniform("away_cloud_threshold", -0.8, 0.8)
-            cm = np.clip((cl - thr) * p.uniform("away_cloud_contrast", 0.15, 0.6), 0.0, 0.85)
-            ck = 0.8 if light["tod"] == "dusk" else 1.0
-            for c, cc in enumerate((230 * ck, 230 * ck, 232 * ck)):
-                planes[c] += (cc - planes[c]) * cm
-        structure = p.choice("away_structure", ("none", "roof_edge", "wires", "lamp_head", "branch"),
-                             (0.5, 0.15, 0.15, 0.1, 0.1))
-    elif kind == "wall":
-        wc = _shade(p.choice("away_wall_rgb", _WALLS), amb * (0.7 if night else 1.0))
-        strength = p.uniform("away_gradient_strength", 0.05, 0.35)
-        S = 1.0 + strength * grad
-        pattern = p.choice("away_wall_pattern", ("plain", "brick", "panels"), (0.45, 0.3, 0.25))
-        if pattern == "brick":
-            bh = p.uniform("away_brick_px", 4.0, 9.0) * u
-            row = np.floor(ys / bh)
-            m1 = _cov(_pdist(ys, bh), 0.9 * u, 1.0)
-            m2 = _cov(_pdist(xs + (row % 2) * bh * 1.1, bh * 2.2), 0.9 * u, 1.0)
-            S *= 1.0 - 0.25 * np.maximum(m1, m2) + 0.05 * _smooth_noise(rng, 12, 9, W, H)
-        elif pattern == "panels":
-            ps = p.uniform("away_panel_px", 20.0, 60.0) * u
-            mort = np.maximum(_cov(_pdist(ys, ps), 1.0 * u, 1.0), _cov(_pdist(xs, ps * 1.5), 1.0 * u, 1.0))
-            S *= 1.0 - 0.2 * mort
-        S *= 1.0 + p.uniform("away_stain_amp", 0.02, 0.1) * _smooth_noise(rng, 6, 5, W, H)
-        planes = [S * wc[c] for c in range(3)]
-        structure = p.choice("away_structure", ("none", "edge", "lamp", "pipe", "sign", "window"),
-                             (0.35, 0.2, 0.15, 0.1, 0.1, 0.1))
-    else:
-        cc = _shade(p.choice("away_ceiling_rgb", ((215, 215, 210), (200, 195, 185), (180, 182, 185))),
-                    0.8 + 0.2 * amb)
-        lx, ly = p.uniform("away_light_x", -1.2, 1.2), p.uniform("away_light_y", -1.2, 1.2)
-        fall = p.uniform("away_light_falloff", 0.3, 1.2)
-        d2 = (nx - lx) ** 2 + ((ny - ly) * (H / W)) ** 2
-        S = 0.45 + 0.75 / (1.0 + fall * 3.0 * d2)
-        if p.flag("away_ceiling_tiles", 0.55):
-            # perspective grid of ceiling tiles (plane seen at an angle)
-            ps = p.uniform("away_tile_px", 18.0, 40.0) * u
-            k = p.uniform("away_tile_perspective", 0.0, 0.6) / (H * 0.5)
-            den = 1.0 + k * (ys - H * 0.5)
-            fp = 1.0 / den
-            gx, gy = (xs - W * 0.5) * fp, (ys - H * 0.5) * fp
-            S *= 1.0 - 0.22 * np.maximum(_cov(_pdist(gx, ps), 1.0 * u, fp), _cov(_pdist(gy, ps), 1.0 * u, fp))
-        planes = [S * cc[c] for c in range(3)]
-        structure = p.choice("away_structure", ("none", "lamp", "beam", "vent"), (0.3, 0.4, 0.15, 0.15))
-    img = cv2.merge([np.asarray(a, np.float32) for a in planes])
-
-    # a little structure, drawn on an 8-bit layer with anti-aliasing
-    if structure != "none":
-        lay = np.clip(img, 0, 255).astype(np.uint8)
-        cx, cy = W * p.uniform("away_structure_x", 0.0, 1.0), H * p.uniform("away_structure_y", 0.0, 1.0)
-        sz = p.uniform("away_structure_size", 0.08, 0.35) * min(W, H)
-        base = img.mean(axis=(0, 1))
-        glow = None
-        with p.capture("away_structure_draws"):
-            if structure == "roof_edge":
-                e = p.randint(None, 0, 3)
-                d = sz * 0.8
-                col = _shade((60, 60, 65), 0.5 + 0.5 * amb)
-                if e == 0:
-                    _poly(lay, (-5, W + 5, W + 5, -5), (-5, -5, d, d * p.uniform(None, 0.2, 1.8)), col)
-                elif e == 1:
-                    _poly(lay, (-5, W + 5, W + 5, -5), (H - d, H - d * p.uniform(None, 0.2, 1.8), H + 5, H + 5), col)
-                elif e == 2:
-                    _poly(lay, (-5, d, d * p.uniform(None, 0.2, 1.8), -5), (-5, -5, H + 5, H + 5), col)
-                else:
-                    _poly(lay, (W - d, W + 5, W + 5, W - d * 0.5), (-5, -5, H + 5, H + 5), col)
-            elif structure == "wires":
-                for _ in range(p.randint(None, 1, 3)):
-                    ya, yb = H * p.u(), H * p.u()
-                    _line(lay, -2, ya, W + 2, yb, _shade((30, 30, 32), 0.6 + 0.4 * amb), 0.8 * u)
-            elif structure in ("lamp_head", "lamp"):
-                lamp = light["lamp"] if night or kind == "ceiling" else (235, 235, 230)
-                if structure == "lamp_head":
-                    _line(lay, cx, cy, cx + sz, cy + sz * 0.2, (55, 55, 58), sz * 0.12)
-                if kind == "ceiling":
-                    _poly(lay, (cx - sz, cx + sz, cx + sz, cx - sz), (cy - sz * 0.25, cy - sz * 0.25, cy + sz * 0.25,
-                                                                       cy + sz * 0.25), (80, 80, 80))
-                    _poly(lay, (cx - sz * 0.9, cx + sz * 0.9, cx + sz * 0.9, cx - sz * 0.9),
-                          (cy - sz * 0.15, cy - sz * 0.15, cy + sz * 0.15, cy + sz * 0.15), lamp)
-                else:
-                    _ellipse(lay, cx, cy, sz * 0.35, sz * 0.25, (90, 90, 92))
-                    _ellipse(lay, cx, cy + sz * 0.05, sz * 0.28, sz * 0.16, lamp)
-                glow = (cx, cy, sz * 0.6)
-            elif structure == "branch":
-                tc = _shade((40, 60, 35), 0.5 + 0.5 * amb)
-                for _ in range(p.randint(None, 3, 7)):
-                    _circle(lay, cx + (p.u() - 0.5) * sz * 1.5, cy + (p.u() - 0.5) * sz, sz * (0.2 + 0.3 * p.u()), tc)
-            elif structure == "edge":
-                x1 = cx + (p.u() - 0.5) * W * 0.3
-                k = p.uniform(None, 0.55, 0.85)
-                _poly(lay, (cx, W + 5, W + 5, x1), (-5, -5, H + 5, H + 5), _shade(base, k))
-            elif structure == "pipe":
-                w = sz * 0.3
-                col = _shade((150, 150, 150), amb)
-                if p.u() < 0.5:
-                    _line(lay, cx, -2, cx, H + 2, col, w)
-                    _line(lay, cx - w * 0.2, -2, cx - w * 0.2, H + 2, _shade(col, 1.3), w * 0.2)
-                else:
-                    _line(lay, -2, cy, W + 2, cy, col, w)
-                    _line(lay, -2, cy - w * 0.2, W + 2, cy - w * 0.2, _shade(col, 1.3), w * 0.2)
-            elif structure in ("sign", "vent"):
-                col = p.choice(None, ((30, 90, 40), (200, 200, 200), (30, 60, 140), (180, 40, 40), (120, 120, 120)))
-                _poly(lay, (cx - sz * 0.5, cx + sz * 0.5, cx + sz * 0.5, cx - sz * 0.5),
-                      (cy - sz * 0.3, cy - sz * 0.3, cy + sz * 0.3, cy + sz * 0.3), _shade(col, amb))
-                if structure == "vent":
-                    for i in range(4):
-                        yy = cy - sz * 0.2 + i * sz * 0.13
-                        _line(lay, cx - sz * 0.45, yy, cx + sz * 0.45, yy, _shade(col, amb * 0.5), 0.8 * u)
-            elif structure == "window":
-                _poly(lay, (cx - sz * 0.4, cx + sz * 0.4, cx + sz * 0.4, cx - sz * 0.4),
-                      (cy - sz * 0.5, cy - sz * 0.5, cy + sz * 0.5, cy + sz * 0.5), _shade((60, 70, 85), amb))
-            elif structure == "beam":
-                w = sz * 0.6
-                _poly(lay, (cx - w, cx + w, cx + w * 1.1, cx - w * 1.1), (-5, -5, H + 5, H + 5), _shade(base, 0.8))
-        if glow is not None:
-            gl = np.zeros((H, W, 3), np.uint8)
-            _ellipse(gl, glow[0], glow[1], glow[2], glow[2] * 0.6, (90, 90, 90))
-            lay = cv2.add(lay, cv2.GaussianBlur(gl, (0, 0), max(1.0, glow[2] * 0.5)))
-        img = lay.astype(np.float32)
-    p.d["away_structure"] = structure
-    # the camera may hang at any angle
-    roll = p.uniform("away_roll_deg", -25.0, 25.0)
-    if abs(roll) > 0.05 and structure != "none":
-        ar = math.radians(abs(roll))
-        sc = math.cos(ar) + math.sin(ar) * max(W / H, H / W)
-        M = cv2.getRotationMatrix2D((W * 0.5, H * 0.5), roll, sc)
-        img = cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return img
-
-
-# --------------------------------------------------------------------------
-# near-lens cover
-def _apply_cover(p: _Params, img: np.ndarray, light: dict, W: int, H: int) -> np.ndarray:
-    rng = p.rng
-    _, _, _, lnx, lny, _, _ = _grids(W, H)
-    lh, lw = lnx.shape
-    kind = p.choice("cover_kind", ("hand", "cloth", "tape", "sticker", "dirt", "lens_cap"),
-                    (0.25, 0.22, 0.18, 0.12, 0.1, 0.13))
-    frac = p.uniform("cover_fraction", 0.55, 1.0)
-    if kind == "dirt":
-        opacity = p.uniform("cover_opacity", 0.6, 0.9)
-    elif kind == "tape":
-        opacity = p.uniform("cover_opacity", 0.88, 1.0)
-    else:
-        opacity = p.uniform("cover_opacity", 0.92, 1.0)
-    translucent = kind in ("cloth", "tape", "sticker") and p.flag("cover_partly_transparent", 0.25)
-    if translucent:
-        # thin light fabric, translucent tape or a plastic film: the scene
-        # shows through, washed out
-        opacity = round(min(opacity, 0.65 + 0.25 * p.u()), 4)
-        p.d["cover_opacity"] = opacity
-    # shape field: distance from an anchor (often outside the frame) plus noise
-    ang = math.radians(p.uniform("cover_angle_deg", 0.0, 360.0))
-    ca, sa = math.cos(ang), math.sin(ang)
-    aspect = p.uniform("cover_aspect", 0.4, 1.0)
-    ax = p.uniform("cover_anchor_x", -1.6, 1.6)
-    ay = p.uniform("cover_anchor_y", -1.3, 1.3) * (H / W)
-    irr = p.uniform("cover_irregularity", 0.05, 0.5)
-    dx, dy = lnx - ax, lny - ay
-    if kind == "tape":
-        # straight-edged strip(s)
-        field = -np.abs(dx * ca + dy * sa) + 0.02 * _smooth_noise(rng, 3, 3, lw, lh)
-    else:
-        u_ = dx * ca + dy * sa
-        v_ = (-dx * sa + dy * ca) / aspect
-        field = -np.sqrt(u_ * u_ + v_ * v_) + irr * 0.5 * _smooth_noise(rng, 5, 4, lw, lh)
-    flat = field.ravel()
-    kq = min(flat.size - 1, int((1.0 - frac) * flat.size))
-    thr = float(np.partition(flat, kq)[kq]) if frac < 0.999 else float(flat.min()) - 1.0
-    # soft edge: at least ~2.5 low-res pixels wide (no staircase after upsampling)
-    soft = max(p.uniform("cover_edge_softness", 0.03, 0.3) * float(field.std() + 1e-3), 5.0 / lw)
-    m = np.clip((field - thr) / soft + 0.5, 0.0, 1.0)
-    if frac >= 0.97:
-        m = np.maximum(m, 0.98)
-    # texture (low resolution: the object is far out of focus)
-    amb = light["amb"]
-    lum = p.uniform("cover_brightness", 0.15, 0.9) * (0.4 + 0.6 * amb)
-    gshade = 1.0 + p.uniform("cover_gradient", 0.0, 0.25) * (lnx * ca + lny * sa)
-    if kind == "hand":
-        col = np.array(p.choice("cover_rgb", _SKIN), np.float32)
-        t = -lnx * sa + lny * ca
-        fing = 1.0 - 0.1 * np.abs(np.sin(t * p.uniform("cover_finger_freq", 6.0, 12.0)))
-        sh = gshade * fing * (1.0 + 0.08 * _smooth_noise(rng, 6, 5, lw, lh))
-        tex = col * sh[..., None]
-        edge = (m * (1.0 - m) * 4.0)[..., None]
-        tex += edge * np.array((120, 40, 20), np.float32)  # translucent rim
-    elif kind == "cloth":
-        col = np.array(p.choice("cover_rgb", _COVER_COLOURS), np.float32)
-        t = lnx * ca + lny * sa
-        freq = p.uniform("cover_fold_freq", 3.0, 10.0)
-        folds = 1.0 + 0.08 * np.sin(t * freq + 2.0 * _smooth_noise(rng, 4, 3, lw, lh))
-        tex = col * (folds * gshade)[..., None]
-    elif kind == "tape":
-        col = np.array(p.choice("cover_rgb", ((40, 40, 42), (170, 170, 175), (160, 120, 70), (200, 200, 190),
-                                               (30, 60, 130))), np.float32)
-        tex = col * gshade[..., None] * (1.0 + 0.04 * _smooth_noise(rng, 8, 6, lw, lh))[..., None]
-    elif kind == "sticker":
-        col = np.array(p.choice("cover_rgb", _COVER_COLOURS), np.float32)
-        tex = col * gshade[..., None]
-    elif kind == "dirt":
-        col = np.array(p.choice("cover_rgb", ((110, 85, 60), (90, 90, 85), (130, 110, 80))), np.float32)
-        mot = 1.0 + 0.35 * _smooth_noise(rng, 10, 8, lw, lh)
-        tex = col * mot[..., None]
-        m = m * np.clip(mot * 0.8, 0.2, 1.0)
-    else:  # lens cap / black cloth
-        col = np.array(p.choice("cover_rgb", ((15, 15, 16), (28, 26, 25), (35, 38, 45))), np.float32)
-        tex = col * gshade[..., None]
-        lum = max(lum, 0.7)
-    if translucent:
-        film = p.choice("cover_film_rgb", ((205, 205, 200), (215, 208, 190), (185, 190, 195)))
-        tex = tex * 0.3 + np.array(film, np.float32) * 0.7
-        lum = max(lum, 0.65)
-    tex *= lum
-    a = cv2.resize((m * opacity).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
-    np.clip(a, 0.0, 1.0, out=a)
-    tex = cv2.resize(np.ascontiguousarray(tex, dtype=np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
-    tex -= img
-    tex *= cv2.merge([a, a, a])
-    tex += img
-    return tex
-
-
-# --------------------------------------------------------------------------
 # optics and sensor
-def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma < 0.3:
-        return img
-    if sigma > 3.0:
-        # blur at half resolution for speed; visually identical at this strength
-        H, W = img.shape[:2]
-        small = cv2.resize(img, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
-        small = cv2.GaussianBlur(small, (0, 0), sigma * 0.5)
-        return cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
-    return cv2.GaussianBlur(img, (0, 0), sigma)
-
-
-def _disc_blur(img: np.ndarray, radius: float) -> np.ndarray:
-    H, W = img.shape[:2]
-    scale = 2 if radius > 4.0 else 1
-    r = radius / scale
-    n = int(math.ceil(r))
-    yy, xx = np.mgrid[-n:n + 1, -n:n + 1].astype(np.float32)
-    k = np.clip(r + 0.5 - np.sqrt(xx * xx + yy * yy), 0.0, 1.0)
-    k /= k.sum()
-    if scale > 1:
-        small = cv2.resize(img, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
-        small = cv2.filter2D(small, -1, k, borderType=cv2.BORDER_REFLECT)
-        return cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
-    return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT)
 
 
 def _sensor(p: _Params, img: np.ndarray, light: dict, W: int, H: int, *, exposure: float, gain: float,
@@ -1411,9 +999,22 @@ def _check_seed(seed, name="seed") -> int:
 
 
 def _check_label(label) -> int:
-    if label not in CLASSES:
-        raise ValueError(f"label must be one of {CLASSES}, got {label!r}")
-    return CLASSES.index(label)
+    if label not in ALL_CLASSES:
+        raise ValueError(f"label must be one of {ALL_CLASSES}, got {label!r}")
+    return ALL_CLASSES.index(label)
+
+
+def _check_classes(classes) -> tuple[str, ...]:
+    if classes is None:
+        return CLASSES
+    if isinstance(classes, str) or not isinstance(classes, (list, tuple)) or not classes:
+        raise ValueError(f"classes must be a non-empty list of labels from {ALL_CLASSES}, got {classes!r}")
+    for c in classes:
+        if c not in ALL_CLASSES:
+            raise ValueError(f"classes has unknown label {c!r}; known: {ALL_CLASSES}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must not repeat a label, got {list(classes)!r}")
+    return tuple(classes)
 
 
 def derive_seed(seed: int, class_index: int, image_index: int) -> int:
@@ -1451,7 +1052,7 @@ def _engine_scene(seed: int, W: int, H: int, params: dict) -> np.ndarray:
 
 def render_frame(label: str, seed: int, size: tuple[int, int] = (160, 120),
                  base: str = "procedural") -> tuple[np.ndarray, dict]:
-    """Render one frame of class ``label``.
+    """Render one frame of class ``label`` (one of :data:`ALL_CLASSES`).
 
     ``base`` chooses the healthy view the camera fault is applied to: ``procedural`` (this
     module's fast 2-D perspective drawing) or ``engine`` (the 3-D scene engine, slower, richer).
@@ -1504,25 +1105,21 @@ def render_frame(label: str, seed: int, size: tuple[int, int] = (160, 120),
         g = auto_exposure(img)
         frame = _sensor(pc, img, light, W, H, exposure=exposure * g, gain=max(1.0, g))
     elif label == "defocused":
-        kind = pc.choice("optics_defocus_kind", ("gaussian", "disc"), (0.5, 0.5))
-        if kind == "gaussian":
-            img = _blur(img, pc.uniform("optics_blur_sigma", 2.8, 8.0) * u)
-        else:
-            img = _disc_blur(img, pc.uniform("optics_disc_radius", 4.0, 10.0) * u)
+        img = apply_defocus_fault(pc, img, u)
         exposure = pc.uniform("cam_exposure", 0.8, 1.2)
         g = auto_exposure(img)
         frame = _sensor(pc, img, light, W, H, exposure=exposure * g, gain=max(1.0, g))
     elif label == "too_dark":
         # exposure collapsed to a few percent (failed IR illuminator, stuck
         # shutter, lights off); the gain amplifies the noise
-        ir = bool(pc.flag("cam_ir_mode", 0.3))
-        if ir:
-            exposure = pc.uniform("cam_exposure", 0.04, 0.14)
-        else:
-            exposure = pc.uniform("cam_exposure", 0.015, 0.1)
-        gain = pc.uniform("cam_gain", 4.0, 20.0)
-        frame = _sensor(pc, img, light, W, H, exposure=exposure, gain=gain, ir=ir,
-                        chroma_noise=0.0 if ir else pc.uniform("cam_chroma_noise", 0.2, 0.8))
+        dark = sample_too_dark(pc)
+        frame = _sensor(pc, img, light, W, H, exposure=dark["exposure"], gain=dark["gain"], ir=dark["ir"],
+                        chroma_noise=dark["chroma_noise"])
+    elif label == "dirty_lens":
+        img = apply_dirty_lens(pc, img, light, W, H)
+        exposure = pc.uniform("cam_exposure", 0.8, 1.2)
+        g = auto_exposure(img)
+        frame = _sensor(pc, img, light, W, H, exposure=exposure * g, gain=max(1.0, g))
     else:  # turned_away
         exposure = pc.uniform("cam_exposure", 0.8, 1.2)
         g = auto_exposure(img)
@@ -1538,6 +1135,7 @@ def generate_dataset(
     seed: int = 0,
     progress: bool = True,
     base: str = "procedural",
+    classes: tuple[str, ...] | list[str] | None = None,
 ) -> Path:
     """Write ``num_per_class`` frames per class as ``out_dir/<class>/<class>_<NNNNN>.png``.
 
@@ -1546,6 +1144,9 @@ def generate_dataset(
     into place at the end, so an interrupted run never leaves a folder that
     looks complete. Raises FileExistsError if ``out_dir`` exists and
     ValueError for bad arguments. Same arguments give byte-identical output.
+    ``classes`` (default :data:`CLASSES`) may add labels of :data:`EXTRA_CLASSES`
+    (e.g. ``CLASSES + ("dirty_lens",)``); a class's frames do not depend on
+    which other classes are generated.
     """
     if not isinstance(num_per_class, numbers.Integral) or isinstance(num_per_class, bool) or num_per_class < 1:
         raise ValueError(f"num_per_class must be an int >= 1, got {num_per_class!r}")
@@ -1554,6 +1155,9 @@ def generate_dataset(
         raise ValueError(f"num_per_class must be <= 99999 (5-digit file names), got {num_per_class}")
     W, H = _check_size(size)
     seed = _check_seed(seed)
+    labels = _check_classes(classes)
+    if base not in BASES:
+        raise ValueError(f"base must be one of {BASES}, got {base!r}")
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"output directory already exists, refusing to overwrite: {out}")
@@ -1563,15 +1167,16 @@ def generate_dataset(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        for c in CLASSES:
+        for c in labels:
             (tmp / c).mkdir()
-        counts = {c: 0 for c in CLASSES}
+        counts = {c: 0 for c in labels}
         version = GENERATOR_VERSION
         with open(tmp / "provenance.jsonl", "w", encoding="utf-8", newline="\n") as prov, tqdm(
-            total=num_per_class * len(CLASSES), disable=not progress, unit="img", desc="camera_health",
+            total=num_per_class * len(labels), disable=not progress, unit="img", desc="camera_health",
             dynamic_ncols=True,
         ) as bar:
-            for ci, c in enumerate(CLASSES):
+            for c in labels:
+                ci = ALL_CLASSES.index(c)
                 for i in range(num_per_class):
                     s = derive_seed(seed, ci, i)
                     frame, params = render_frame(c, s, (W, H), base)
@@ -1597,10 +1202,11 @@ def generate_dataset(
             "licence": "generated",
             "format": "class folders",
             "image_format": "png",
-            "classes": list(CLASSES),
+            "classes": list(labels),
             "counts": counts,
             "total": sum(counts.values()),
-            "generation": {"num_per_class": num_per_class, "size": [W, H], "seed": seed, "base": base},
+            "generation": {"num_per_class": num_per_class, "size": [W, H], "seed": seed, "base": base,
+                           **({"classes": list(labels)} if labels != CLASSES else {})},
             "provenance": "provenance.jsonl",
             "sha256": {"provenance.jsonl": digest},
         }
@@ -1630,10 +1236,13 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"),
                     help="frame width and height (default 160 120)")
     ap.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    ap.add_argument("--classes", nargs="+", default=None, metavar="LABEL",
+                    help=f"labels to generate (default: {' '.join(CLASSES)}; also: {' '.join(EXTRA_CLASSES)})")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = ap.parse_args(argv)
     try:
-        out = generate_dataset(args.out, args.per_class, tuple(args.size), args.seed, progress=not args.no_progress)
+        out = generate_dataset(args.out, args.per_class, tuple(args.size), args.seed, progress=not args.no_progress,
+                               classes=args.classes)
     except (ValueError, FileExistsError) as e:
         ap.error(str(e))
     print(out)

@@ -26,7 +26,7 @@ class CameraHealthSource:
 
     def __init__(self, cache_dir: str, num_per_class: int = 200, size: Sequence[int] = (160, 120), seed: int = 0,
                  name: str = "camera_health", progress: bool = True, on_the_fly: bool = False,
-                 base: str = "procedural") -> None:
+                 base: str = "procedural", classes: Sequence[str] | None = None) -> None:
         from synthetic import __version__
         from synthetic import camera_health
 
@@ -40,11 +40,19 @@ class CameraHealthSource:
         if base not in camera_health.BASES:
             raise DataError(f"camera_health: base must be one of {camera_health.BASES}, got {base!r}")
         self.base = base
+        self.classes = tuple(classes) if classes else tuple(camera_health.ALL_CLASSES)
+        unknown = sorted(set(self.classes) - set(camera_health.ALL_CLASSES))
+        if unknown or len(set(self.classes)) != len(self.classes):
+            raise DataError(f"camera_health: classes must be distinct names among {camera_health.ALL_CLASSES}, "
+                            f"got {list(self.classes)}")
         if self.num_per_class < 1:
             raise DataError(f"camera_health: num_per_class must be >= 1, got {num_per_class}")
+        import hashlib
+
+        tag = hashlib.sha256(",".join(self.classes).encode()).hexdigest()[:8]  # the class list is part of the key
         self.root = Path(cache_dir).expanduser() / (
-            f"v{__version__}-{base}-n{self.num_per_class}-{self.size[0]}x{self.size[1]}-seed{self.seed}")
-        self._folder = ImageFolderSource(str(self.root), name=name, classes=list(camera_health.CLASSES),
+            f"v{__version__}-{base}-n{self.num_per_class}-{self.size[0]}x{self.size[1]}-seed{self.seed}-c{tag}")
+        self._folder = ImageFolderSource(str(self.root), name=name, classes=list(self.classes),
                                          validate_images=False)
 
     @property
@@ -59,7 +67,8 @@ class CameraHealthSource:
         if not self.root.is_dir():
             try:
                 self.gen.generate_dataset(self.root, num_per_class=self.num_per_class, size=self.size,
-                                          seed=self.seed, progress=self.progress, base=self.base)
+                                          seed=self.seed, progress=self.progress, base=self.base,
+                                          classes=self.classes)
             except FileExistsError:
                 pass  # another process finished the same generation first: identical content
             except OSError as e:
@@ -71,7 +80,8 @@ class CameraHealthSource:
             self.ensure()
             return self._folder.load()
         out = []
-        for ci, label in enumerate(self.gen.CLASSES):
+        for label in self.classes:
+            ci = self.gen.ALL_CLASSES.index(label)  # as generate_dataset seeds it: same keys, same pixels
             for i in range(self.num_per_class):
                 rel = f"{label}/{label}_{i:05d}.png"  # the key the cached files would have
                 seed = self.gen.derive_seed(self.seed, ci, i)
@@ -94,7 +104,7 @@ class CameraHealthSource:
             return self._folder.card()
         return {"name": self.name, "task": "classification", "format": "rendered on the fly",
                 "source": f"{self.gen.GENERATOR_NAME} {self.version}", "licence": "generated", "real": False,
-                "classes": list(self.gen.CLASSES),
-                "counts": {c: self.num_per_class for c in self.gen.CLASSES},
+                "classes": list(self.classes),
+                "counts": {c: self.num_per_class for c in self.classes},
                 "generation": {"num_per_class": self.num_per_class, "size": list(self.size), "seed": self.seed,
                                "base": self.base}}

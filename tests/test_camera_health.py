@@ -285,3 +285,46 @@ def test_engine_base_renders_scene_engine_views():
     assert dark.mean() < a.mean()
     with pytest.raises(ValueError, match="base must be one of"):
         ch.render_frame("normal", 11, (96, 72), "photoreal")
+
+
+# --------------------------------------------------------------------------
+# dirty lens and the fault code shared with the scene engine
+def test_faults_are_the_scene_engine_implementations():
+    from synthetic.scene import faults
+
+    assert ch._apply_cover is faults.apply_cover and ch._render_away is faults.render_away
+    assert ch._Params is faults.ParamRecorder and ch._blur is faults.blur
+    assert set(faults.CAMERA_FAULTS) == (set(CLASSES) - {"normal"}) | set(ch.EXTRA_CLASSES)
+
+
+def test_dirty_lens_extra_label():
+    assert ch.EXTRA_CLASSES == ("dirty_lens",) and ch.ALL_CLASSES == CLASSES + ch.EXTRA_CLASSES
+    a, pa = render_frame("dirty_lens", 77)
+    b, pb = render_frame("dirty_lens", 77)
+    assert a.shape == (120, 160, 3) and np.array_equal(a, b) and pa == pb
+    json.dumps(pa)
+    for v in pa.values():
+        _check_json_types(v)
+    assert pa["dirt_kind"] in ("spray", "smudge", "droplets") and 0.12 <= pa["dirt_veil_opacity"] <= 0.45
+    n, pn = render_frame("normal", 77)
+    assert {k: v for k, v in pa.items() if k.startswith("scene_")} == \
+        {k: v for k, v in pn.items() if k.startswith("scene_")}  # the same place, seen through dirt
+    assert not np.array_equal(a, n) and a.std() > 1.0
+    kinds = {render_frame("dirty_lens", s, (64, 48))[1]["dirt_kind"] for s in range(30)}
+    assert kinds == {"spray", "smudge", "droplets"}
+
+
+def test_generate_with_the_extra_class_keeps_the_default_frames(small_dataset, tmp_path):
+    out = generate_dataset(tmp_path / "six", num_per_class=3, size=(96, 72), seed=5, progress=False,
+                           classes=CLASSES + ("dirty_lens",))
+    h6, h5 = _hashes(out), _hashes(small_dataset)
+    assert {k: v for k, v in h6.items() if k.endswith(".png") and not k.startswith("dirty_lens/")} == \
+        {k: v for k, v in h5.items() if k.endswith(".png")}
+    assert sum(k.startswith("dirty_lens/") for k in h6) == 3
+    card = yaml.safe_load((out / "card.yaml").read_text(encoding="utf-8"))
+    assert card["classes"] == list(CLASSES) + ["dirty_lens"] and card["counts"]["dirty_lens"] == 3
+    assert card["generation"]["classes"] == card["classes"]
+    for bad in (["smoke"], [], "covered", ["normal", "normal"]):
+        with pytest.raises(ValueError, match="classes"):
+            generate_dataset(tmp_path / "bad", num_per_class=1, size=(64, 48), progress=False, classes=bad)
+    assert not (tmp_path / "bad").exists()

@@ -1,5 +1,6 @@
 """Tests of the procedural multi-camera scene simulator (synthetic.scene): geometry, labels, determinism,
-writers (COCO / MOT / Market-1501) and their atomicity. Small resolutions and few frames: each test is fast."""
+writers (COCO / MOT / Market-1501) and their atomicity, camera faults (labels under them) and collision
+avoidance. Small resolutions and few frames: each test is fast."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 
 from synthetic.scene import (
+    CAMERA_FAULTS,
+    FAULT_LABEL_RULES,
     Camera,
     Light,
     Person,
@@ -32,6 +35,8 @@ from synthetic.scene import (
     apply_rain,
     apply_sensor_noise,
     apply_snow,
+    footprint_radius,
+    obstacle_boxes,
     render_frame,
     write_coco,
     write_dataset,
@@ -39,6 +44,8 @@ from synthetic.scene import (
     write_reid,
 )
 from synthetic.scene import writers as scene_writers
+from synthetic.scene.crowd import MAX_NEIGHBOURS, box_signed_distance, plan_route
+from synthetic.scene.randomize import DEFAULT_RANGES, validate_ranges
 from synthetic.scene.writers import parse_market_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,6 +331,16 @@ def test_market1501_names_and_disjoint_identity_split(tmp_path):
     ({"randomization": {"no_such_thing": 1}}, "randomization.no_such_thing"),
     ({"props": {"pole": -1}}, "props"),
     ({"surface": "indoor", "num_vehicles": 2}, "num_vehicles"),
+    ({"randomization": {"camera_fault_prob": 1.5}}, "randomization.camera_fault_prob"),
+    ({"randomization": {"camera_fault_prob": -0.1}}, "randomization.camera_fault_prob"),
+    ({"randomization": {"camera_fault_prob": "often"}}, "randomization.camera_fault_prob"),
+    ({"randomization": {"camera_faults": ["smoke"]}}, "randomization.camera_faults"),
+    ({"randomization": {"camera_faults": "lens_flare"}}, "randomization.camera_faults"),
+    ({"randomization": {"camera_faults": []}}, "randomization.camera_faults"),
+    ({"randomization": {"camera_faults": {"covered": -1.0}}}, "randomization.camera_faults"),
+    ({"randomization": {"camera_faults": {"covered": 0.0}}}, "randomization.camera_faults"),
+    ({"randomization": {"camera_faults": 3}}, "randomization.camera_faults"),
+    ({"collision_avoidance": "yes"}, "collision_avoidance"),
 ])
 def test_invalid_config_raises_naming_the_parameter(kw, name):
     with pytest.raises(ValueError, match=name.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
@@ -451,3 +468,230 @@ def test_config_round_trip_sequence_mode_and_dense_crowd():
     n_sparse, vf_sparse = mean_vf(5.0)
     n_dense, vf_dense = mean_vf(150.0)
     assert n_dense > 100 > n_sparse and vf_dense < vf_sparse - 0.2
+
+
+# --------------------------------------------------------------------------- camera faults
+def _fault_config(faults, prob=1.0, **kw) -> SceneConfig:
+    return _small_config(randomization={**CLEAR, "camera_fault_prob": prob, "camera_faults": faults}, **kw)
+
+
+def _by_id(objs) -> dict:
+    return {o["identity"]: o for o in objs}
+
+
+def test_camera_fault_ranges_default_off_and_normalised():
+    assert DEFAULT_RANGES["camera_fault_prob"] == 0.0
+    assert tuple(DEFAULT_RANGES["camera_faults"]) == CAMERA_FAULTS
+    r = validate_ranges({})
+    assert r["camera_faults"] == {f: 1.0 for f in CAMERA_FAULTS}
+    r = validate_ranges({"camera_fault_prob": 0.3, "camera_faults": "covered"})
+    assert r["camera_fault_prob"] == 0.3 and r["camera_faults"]["covered"] == 1.0
+    assert sum(r["camera_faults"].values()) == 1.0
+    r = validate_ranges({"camera_faults": {"too_dark": 2, "dirty_lens": 1}})
+    assert r["camera_faults"]["too_dark"] == 2.0 and r["camera_faults"]["defocused"] == 0.0
+    sc = Scene(_small_config(duration=2))
+    for f in sc.frames():
+        assert f.params["camera_fault"] == "none"
+        assert not any(k.startswith("camera_fault_") for k in f.params)
+
+
+def test_camera_faults_recorded_per_frame_and_other_frames_unchanged():
+    faulty = Scene(_fault_config(list(CAMERA_FAULTS), prob=0.6, duration=4))
+    clean = Scene(_small_config(randomization=CLEAR, duration=4))
+    kinds = set()
+    for f in faulty.frames():
+        kind = f.params["camera_fault"]
+        kinds.add(kind)
+        assert kind in ("none",) + CAMERA_FAULTS
+        json.dumps(f.params)
+        g = clean.render(f.camera - 1, f.index)
+        if kind == "none":  # frames without a fault are exactly those of the fault-free config
+            assert np.array_equal(f.image, g.image) and np.array_equal(f.mask, g.mask)
+            assert f.objects == g.objects
+            assert {k: v for k, v in f.params.items() if k != "camera_fault"} == \
+                {k: v for k, v in g.params.items() if k != "camera_fault"}
+            continue
+        assert f.params["camera_fault_labels"] == FAULT_LABEL_RULES[kind]
+        fp = f.params["camera_fault_params"]
+        assert isinstance(fp, dict) and fp  # every value the fault drew
+        assert not np.array_equal(f.image, g.image)
+    assert "none" in kinds and len(kinds) >= 3
+    # the fault is drawn from the frame's own random stream: the same frame always gets the same fault
+    assert [faulty.frame_params(c, i)["camera_fault"] for c in (0, 1) for i in range(4)] == \
+        [faulty.render(c, i).params["camera_fault"] for c in (0, 1) for i in range(4)]
+
+
+@pytest.mark.parametrize("fault", ["turned_away", "too_dark"])
+def test_full_frame_faults_drop_every_label(tmp_path, fault):
+    cfg = _fault_config([fault])
+    clean = Scene(_small_config(randomization=CLEAR))
+    n_clean = 0
+    for f in Scene(cfg).frames():
+        assert f.params["camera_fault"] == fault and f.params["camera_fault_labels"] == "dropped"
+        assert f.objects == [] and not f.mask.any()
+        n_clean += sum(o["bbox_visible"] is not None for o in clean.render(f.camera - 1, f.index).objects)
+        if fault == "too_dark":
+            assert f.image.mean() < 25
+        else:
+            assert f.params["camera_fault_params"]["away_view"] in ("sky", "wall", "ceiling")
+    assert n_clean > 10  # the same frames without the fault do show people and vehicles
+    out = write_dataset(cfg, tmp_path / "ds")
+    coco = json.loads((out / "coco" / "annotations.json").read_text())
+    assert len(coco["images"]) == 6 and coco["annotations"] == []
+    assert all(im["params"]["camera_fault"] == fault for im in coco["images"])
+    for cam in ("cam01", "cam02"):
+        assert (out / "mot" / cam / "gt" / "gt.txt").read_text() == ""
+        assert len(list((out / "mot" / cam / "img1").glob("*.jpg"))) == 3
+    assert not list((out / "reid").rglob("*.jpg"))
+
+
+def test_covered_lens_hides_what_is_behind_the_cover(tmp_path):
+    cfg = _fault_config(["covered"], duration=4)
+    clean = Scene(_small_config(randomization=CLEAR, duration=4))
+    partly = fully = 0
+    hidden_objects = 0
+    for f in Scene(cfg).frames():
+        assert f.params["camera_fault_labels"] == "occluded"
+        assert 0.0 < f.params["camera_fault_params"]["hidden_fraction"] <= 1.0
+        g = _by_id(clean.render(f.camera - 1, f.index).objects)
+        assert set(_by_id(f.objects)) == set(g)  # the same objects, only their visibility changes
+        for o in f.objects:
+            c = g[o["identity"]]
+            # every pixel the object showed is either still visible or behind the cover
+            assert o["visible_pixels"] + o["fault_hidden_pixels"] == c["visible_pixels"]
+            assert int((f.mask == o["identity"]).sum()) == o["visible_pixels"]
+            assert o["bbox_amodal"] == c["bbox_amodal"] and o["truncation"] == c["truncation"]
+            assert o["visible_fraction"] <= c["visible_fraction"]
+            if o["visible_pixels"] == 0:
+                assert o["bbox_visible"] is None and o["visible_fraction"] == 0.0
+            if o["fault_hidden_pixels"]:
+                fully += o["visible_pixels"] == 0
+                partly += o["visible_pixels"] > 0
+                hidden_objects += o["visible_pixels"] == 0 and c["visible_pixels"] > 0
+    assert fully and partly
+    # writers: no COCO box, MOT row or crop for an object the cover hides entirely
+    out = write_dataset(cfg, tmp_path / "ds")
+    coco = json.loads((out / "coco" / "annotations.json").read_text())
+    frames = list(Scene(cfg).frames())
+    assert len(coco["annotations"]) == sum(o["bbox_visible"] is not None for f in frames for o in f.objects)
+    rows = sum(len((out / "mot" / c / "gt" / "gt.txt").read_text().splitlines()) for c in ("cam01", "cam02"))
+    assert rows == sum(1 for f in frames for o in f.objects
+                       if not (o["fault_hidden_pixels"] and o["visible_pixels"] == 0))
+    assert rows == sum(len(f.objects) for f in frames) - hidden_objects
+
+
+def _sharpness(im: np.ndarray) -> float:
+    return float(np.abs(cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_32F)).mean())
+
+
+@pytest.mark.parametrize("fault", ["dirty_lens", "defocused"])
+def test_image_only_faults_keep_labels(fault):
+    cfg = _fault_config([fault], duration=2)
+    clean = Scene(_small_config(randomization=CLEAR, duration=2))
+    for f in Scene(cfg).frames():
+        g = clean.render(f.camera - 1, f.index)
+        assert f.params["camera_fault_labels"] == "kept"
+        assert f.objects == g.objects and np.array_equal(f.mask, g.mask)
+        a, b = f.image.astype(np.float32), g.image.astype(np.float32)
+        assert np.abs(a - b).mean() > 2.0 and _sharpness(f.image) < _sharpness(g.image)  # blurred (and veiled)
+    if fault == "dirty_lens":
+        assert 0.12 <= f.params["camera_fault_params"]["dirt_veil_opacity"] <= 0.45
+
+
+def test_faults_are_deterministic_and_persist_per_sequence():
+    cfg = _fault_config(list(CAMERA_FAULTS), prob=0.7, duration=3)
+    d1 = _digest(Scene(cfg).frames())
+    assert d1 == _digest(Scene(_fault_config(list(CAMERA_FAULTS), prob=0.7, duration=3)).frames())
+    assert d1 != _digest(Scene(_fault_config(list(CAMERA_FAULTS), prob=0.7, duration=3, seed=8)).frames())
+    # per sequence: one fault per camera, with the same parameters in every frame (a covered camera stays covered)
+    seq = Scene(_fault_config(["covered", "dirty_lens"], randomize_per="sequence", duration=3))
+    for cam in (0, 1):
+        fr = [seq.render(cam, i) for i in range(3)]
+        assert len({f.params["camera_fault"] for f in fr}) == 1
+        assert all(f.params["camera_fault_params"] == fr[0].params["camera_fault_params"] for f in fr)
+
+
+# --------------------------------------------------------------------------- collision avoidance
+def _walkers(sc):
+    return [p for p in sc.people if p.riding is None]
+
+
+def _crowd_stats(cfg, frames):
+    sc = Scene(cfg)
+    walkers = _walkers(sc)
+    r = np.array([footprint_radius(p.look.height) for p in walkers])
+    boxes = obstacle_boxes(sc.world, sc.vehicles)
+    overlap_frames, worst_prop = 0, -1.0
+    walked = {}
+    for f in range(frames):
+        pst, _ = sc.agent_states(f)
+        P = np.array([pst[p.identity][:2] for p in walkers])
+        d = np.hypot(P[:, None, 0] - P[None, :, 0], P[:, None, 1] - P[None, :, 1])
+        over = r[:, None] + r[None, :] - d
+        np.fill_diagonal(over, -1.0)
+        overlap_frames += bool((over > 0.05).any())  # footprints overlapping by more than 5 cm
+        sd, _, _ = box_signed_distance(P[:, 0:1], P[:, 1:2], boxes[None])
+        worst_prop = max(worst_prop, float((r[:, None] - sd).max()))  # > 0: a footprint inside a prop
+        for p in walkers:
+            walked.setdefault(p.identity, []).append(pst[p.identity][3])
+    return sc, overlap_frames, worst_prop, walked, len(boxes)
+
+
+def test_people_avoid_each_other_and_props():
+    kw = dict(seed=3, cameras=1, resolution=SMALL, duration=50, fps=5.0, surface="pavement", world_size=20.0,
+              crowd_density=8.0, num_vehicles=0, randomization=CLEAR,
+              props={"bench": 3, "pole": 3, "bin": 3, "tree": 2, "parked_vehicle": 2})
+    sc, overlap_frames, worst_prop, walked, n_boxes = _crowd_stats(SceneConfig(**kw), 50)
+    assert len(_walkers(sc)) > 20 and n_boxes >= 12
+    assert overlap_frames <= 2, overlap_frames
+    assert worst_prop <= 0.01, worst_prop  # nobody walks through a prop or a parked car
+    # ... and they still get somewhere: most walk at close to their preferred speed
+    ratios = [(walked[p.identity][-1] - walked[p.identity][0]) / (p.trajectory.speed * 49 / 5.0)
+              for p in _walkers(sc) if p.trajectory.speed > 0]
+    assert np.median(ratios) > 0.7 and min(ratios) > 0.3
+    # the renderer draws people where the simulation puts them
+    pst, _ = sc.agent_states(7)
+    for o in sc.render(0, 7).objects:
+        if o["identity"] in pst and o["category"] == "person":
+            assert o["world_position"][:2] == [round(pst[o["identity"]][0], 3), round(pst[o["identity"]][1], 3)]
+    # without collision avoidance the same people walk through each other and through props
+    _, overlap_off, prop_off, _, _ = _crowd_stats(SceneConfig(**kw, collision_avoidance=False), 50)
+    assert overlap_off > 10 and prop_off > 0.1
+
+
+def test_crowd_states_do_not_depend_on_the_order_frames_are_asked_for():
+    cfg = _small_config(duration=30, surface="pavement", num_vehicles=0, crowd_density=10.0)
+    a = Scene(cfg).crowd
+    a._every, a._cache_max = 4, 3  # tiny cache: earlier frames are re-simulated from checkpoints
+    late = a.positions(25).copy()
+    early = a.positions(6).copy()
+    b = Scene(cfg).crowd
+    assert np.array_equal(b.positions(6), early) and np.array_equal(b.positions(25), late)
+    assert not np.array_equal(early, late)
+
+
+def test_routes_are_planned_around_props():
+    box = np.array([[0.0, 0.0, 0.3, 1.0, 0.4]])
+    pts, blocked = plan_route([(-5.0, 0.1), (5.0, -0.1), (-5.0, 0.1)], box, 0.3)
+    assert len(pts) > 3 and not any(blocked)
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        t = np.linspace(0.0, 1.0, 200)
+        d, _, _ = box_signed_distance(x0 + t * (x1 - x0), y0 + t * (y1 - y0), box[0])
+        assert d.min() >= 0.3 - 1e-9
+    inside, _ = plan_route([(0.0, 0.0), (6.0, 0.0)], box, 0.3)  # a waypoint inside a prop moves out of it
+    assert box_signed_distance(inside[0][0], inside[0][1], box[0])[0] >= 0.3
+
+
+@pytest.mark.parametrize("density, world", [(60.0, 30.0), (400.0, 18.0)])
+def test_dense_crowds_still_generate_quickly(density, world):
+    import time
+    t0 = time.perf_counter()
+    sc = Scene(SceneConfig(seed=4, cameras=1, resolution=SMALL, duration=4, fps=5.0, surface="pavement",
+                           world_size=world, crowd_density=density, num_vehicles=0, randomization=CLEAR))
+    sim = sc.crowd
+    pos = sim.positions(3)
+    objs = sc.render(0, 3).objects
+    elapsed = time.perf_counter() - t0
+    assert sim.n > 400 and len(objs) > 100
+    assert len(sim._pairs(pos[:, :2])[0]) <= MAX_NEIGHBOURS * sim.n  # work per step is capped
+    assert elapsed < 30.0, elapsed  # ~1-2 s on one core

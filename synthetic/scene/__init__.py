@@ -3,8 +3,10 @@
 A calibrated-camera world with a textured ground, surroundings, occluding
 props and animated people/vehicles with persistent identities, rendered per
 camera with an instance mask so every label (visible and amodal boxes,
-visible fraction, truncation, pixel height) is exact; per-frame domain
-randomization; COCO / MOT / Market-1501 writers with provenance.
+visible fraction, truncation, pixel height) is exact; people on foot avoid
+each other and the props (:mod:`.crowd`); per-frame domain randomization,
+camera faults included (:mod:`.faults`, labels stay honest under them);
+COCO / MOT / Market-1501 writers with provenance.
 
 Usage::
 
@@ -17,6 +19,8 @@ Usage::
 
 from .agents import Person, PersonLook, Trajectory, Vehicle
 from .camera import Camera
+from .crowd import CrowdSim, footprint_radius, obstacle_boxes
+from .faults import CAMERA_FAULTS, FAULT_LABEL_RULES, CameraFault
 from .randomize import (
                         DEFAULT_RANGES,
                         apply_defocus,
@@ -44,4 +48,5 @@ __all__ = [
     "DEFAULT_RANGES", "sample_params", "light_from_params", "apply_effects", "apply_glare", "apply_fog", "apply_rain",
     "apply_snow", "apply_night_ir", "apply_exposure", "apply_defocus", "apply_motion_blur", "apply_sensor_noise",
     "apply_jpeg", "CocoSink", "MotSink", "MarketSink", "write_coco", "write_mot", "write_reid", "write_dataset",
+    "CAMERA_FAULTS", "FAULT_LABEL_RULES", "CameraFault", "CrowdSim", "footprint_radius", "obstacle_boxes",
 ]

@@ -11,6 +11,13 @@ Each effect is a small composable function ``apply_x(img, rng, strength,
 depth=None, **explicit) -> img`` on HxWx3 uint8 RGB images; ``strength`` is in
 the unit given in its docstring. Sizes in pixels are for a 640-px wide image
 and scale with the width.
+
+Camera faults (``camera_fault_prob``, ``camera_faults``; off by default) come
+from :mod:`synthetic.scene.faults`: a frame gets one fault with probability
+``camera_fault_prob``, drawn from ``camera_faults`` (a list of names or a dict
+of weights over :data:`~synthetic.scene.faults.CAMERA_FAULTS`) and recorded
+as ``camera_fault`` (``none`` without one). The fault's own values are drawn
+when the frame is rendered (see :class:`~synthetic.scene.faults.CameraFault`).
 """
 
 from __future__ import annotations
@@ -22,17 +29,18 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from .faults import CAMERA_FAULTS
 from .render import Light
 
 __all__ = [
-    "DEFAULT_RANGES", "TIMES_OF_DAY", "validate_ranges", "sample_params", "light_from_params", "apply_effects",
-    "apply_glare", "apply_fog", "apply_rain", "apply_snow", "apply_night_ir", "apply_exposure", "apply_defocus",
-    "apply_motion_blur", "apply_sensor_noise", "apply_jpeg",
+    "DEFAULT_RANGES", "TIMES_OF_DAY", "CAMERA_FAULTS", "validate_ranges", "sample_params", "light_from_params",
+    "apply_effects", "apply_glare", "apply_fog", "apply_rain", "apply_snow", "apply_night_ir", "apply_exposure",
+    "apply_defocus", "apply_motion_blur", "apply_sensor_noise", "apply_jpeg",
 ]
 
 TIMES_OF_DAY = ("day", "overcast", "dusk", "night")
 
-#: name -> probability (float in [0, 1]), [lo, hi] range, or weights (time_of_day)
+#: name -> probability (float in [0, 1]), [lo, hi] range, or weights (time_of_day, camera_faults)
 DEFAULT_RANGES: dict = {
     "time_of_day": {"day": 0.45, "overcast": 0.2, "dusk": 0.1, "night": 0.25},
     "sun_elevation_deg": [20.0, 70.0],
@@ -62,6 +70,8 @@ DEFAULT_RANGES: dict = {
     "jpeg_quality": [35, 95],
     "exposure_prob": 0.15,
     "exposure_ev": [-1.3, 1.3],
+    "camera_fault_prob": 0.0,
+    "camera_faults": list(CAMERA_FAULTS),
 }
 
 _NOISE_LUT = np.array([NormalDist().inv_cdf((k + 0.5) / 256.0) for k in range(256)], np.float32)
@@ -97,6 +107,8 @@ def validate_ranges(overrides: dict | None, name: str = "randomization") -> dict
             if sum(v.values()) <= 0:
                 raise ValueError(f"{name}.time_of_day weights must not all be 0")
             out[k] = {t: float(v.get(t, 0.0)) for t in TIMES_OF_DAY}
+        elif k == "camera_faults":
+            out[k] = _fault_weights(v, f"{name}.{k}")
         elif isinstance(ref, float) and k.endswith("_prob"):
             if not _num(v) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}.{k} must be a probability in [0, 1], got {v!r}")
@@ -113,7 +125,33 @@ def validate_ranges(overrides: dict | None, name: str = "randomization") -> dict
             if lim is not None and (lo < lim[0] or hi > lim[1]):
                 raise ValueError(f"{name}.{k} must lie within [{lim[0]}, {lim[1]}], got {v!r}")
             out[k] = [lo, hi]
+    if not isinstance(out["camera_faults"], dict):
+        out["camera_faults"] = _fault_weights(out["camera_faults"], f"{name}.camera_faults")
     return out
+
+
+def _fault_weights(v, name: str) -> dict:
+    """A fault name, a list of names or a dict of weights -> weights over every fault (in CAMERA_FAULTS order)."""
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, (list, tuple)):
+        if not v:
+            raise ValueError(f"{name} must name at least one fault of {CAMERA_FAULTS}, got an empty list")
+        bad = [f for f in v if not isinstance(f, str) or f not in CAMERA_FAULTS]
+        if bad:
+            raise ValueError(f"{name} has unknown fault {bad[0]!r}; known: {CAMERA_FAULTS}")
+        v = {f: 1.0 for f in v}
+    if not isinstance(v, dict) or not v:
+        raise ValueError(f"{name} must be a fault name, a list of names or a dict of weights over {CAMERA_FAULTS}, "
+                         f"got {v!r}")
+    for f, w in v.items():
+        if f not in CAMERA_FAULTS:
+            raise ValueError(f"{name} has unknown fault {f!r}; known: {CAMERA_FAULTS}")
+        if not _num(w) or w < 0:
+            raise ValueError(f"{name} weight for {f!r} must be a number >= 0, got {w!r}")
+    if sum(v.values()) <= 0:
+        raise ValueError(f"{name} weights must not all be 0")
+    return {f: float(v.get(f, 0.0)) for f in CAMERA_FAULTS}
 
 
 _LIMITS = {
@@ -213,6 +251,17 @@ def sample_params(rng: np.random.Generator, ranges: dict, surface: str = "road")
         for k in ("rain", "snow"):
             d[k] = False
             d[f"{k}_strength"] = 0.0
+    # camera fault: drawn last, so the values above do not depend on the fault settings
+    on = rng.random() < ranges.get("camera_fault_prob", 0.0)
+    r = rng.random()
+    fault = "none"
+    if on:
+        w = ranges["camera_faults"]
+        if not isinstance(w, dict):
+            w = _fault_weights(w, "camera_faults")
+        p = np.array([w[f] for f in CAMERA_FAULTS], float)
+        fault = CAMERA_FAULTS[int(min(np.searchsorted(np.cumsum(p), r * p.sum(), side="right"), len(p) - 1))]
+    d["camera_fault"] = fault
     return d
 
 
@@ -473,8 +522,14 @@ def apply_jpeg(img, rng, strength, depth=None, quality=None):
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def apply_effects(img: np.ndarray, d: dict, rng: np.random.Generator, depth=None, headlights=()) -> np.ndarray:
-    """Apply the image effects of params ``d`` in a fixed order; adds ``ae_gain`` to ``d``."""
+def apply_effects(img: np.ndarray, d: dict, rng: np.random.Generator, depth=None, headlights=(),
+                  fault=None) -> np.ndarray:
+    """Apply the image effects of params ``d`` in a fixed order; adds ``ae_gain`` to ``d``.
+
+    ``fault`` (a :class:`~synthetic.scene.faults.CameraFault`) is applied where it acts: at the lens after
+    the weather (cover, dirt, collapsed exposure: the camera's gain then only amplifies the noise), with
+    the optics (defocus) and at the sensor (chroma noise).
+    """
     night = d["time_of_day"] == "night"
     if (night or d["time_of_day"] == "dusk") and headlights:
         img = apply_glare(img, rng, d["glare_strength"] * (1.0 if night else 0.5), lights=headlights)
@@ -486,20 +541,31 @@ def apply_effects(img: np.ndarray, d: dict, rng: np.random.Generator, depth=None
         img = apply_rain(img, rng, d["rain_strength"], angle=d["rain_angle_deg"])
     if d["snow"]:
         img = apply_snow(img, rng, d["snow_strength"])
-    # auto exposure: cameras raise their gain in the dark (and so the noise)
-    m = float(np.mean(cv2.mean(img[::4, ::4])[:3]))
-    gain = 1.0
-    if m < 70.0:
-        gain = round(min(3.5, 70.0 / max(m, 8.0)) ** 0.8, 3)
-    d["ae_gain"] = gain
-    img = _gain(img, gain)
+    if fault is not None:
+        img = fault.lens(img)
+    if fault is not None and fault.gain is not None:
+        gain = round(float(fault.gain), 3)  # exposure collapsed at the maximum gain
+        d["ae_gain"] = gain
+    else:
+        # auto exposure: cameras raise their gain in the dark (and so the noise)
+        m = float(np.mean(cv2.mean(img[::4, ::4])[:3]))
+        gain = 1.0
+        if m < 70.0:
+            gain = round(min(3.5, 70.0 / max(m, 8.0)) ** 0.8, 3)
+        d["ae_gain"] = gain
+        img = _gain(img, gain)
     if d["exposure_ev"]:
         img = apply_exposure(img, rng, d["exposure_ev"])
     if d["defocus_sigma_px"]:
         img = apply_defocus(img, rng, d["defocus_sigma_px"])
+    if fault is not None:
+        img = fault.optics(img)
     if d["motion_blur_px"]:
         img = apply_motion_blur(img, rng, d["motion_blur_px"], angle=d["motion_blur_angle_deg"])
-    img = apply_sensor_noise(img, rng, d["noise_sigma"] * math.sqrt(gain) * (1.6 if night else 1.0))
+    sigma = d["noise_sigma"] * math.sqrt(gain) * (1.6 if night else 1.0)
+    img = apply_sensor_noise(img, rng, sigma)
+    if fault is not None:
+        img = fault.sensor(img, sigma)
     if d["jpeg_quality"] is not None:
         img = apply_jpeg(img, rng, 0.0, quality=d["jpeg_quality"])
     return img

@@ -169,12 +169,21 @@ class _Lighting:
 
 # --------------------------------------------------------------------------
 # agent state
-def agent_states(people: list[Person], vehicles: list[Vehicle], t: float):
-    """Positions and headings at time ``t``: ``({id: (x, y, heading, dist)}, ...)``."""
+def agent_states(people: list[Person], vehicles: list[Vehicle], t: float, states: dict | None = None):
+    """Positions and headings at time ``t``: ``({id: (x, y, heading, dist)}, ...)``.
+
+    ``states`` (identity -> ``(x, y, heading, dist)``) overrides the planned trajectories of those people
+    (the crowd simulation's positions, see :mod:`synthetic.scene.crowd`).
+    """
     vst = {v.identity: v.trajectory.state(t) for v in vehicles}
     pst = {}
     for p in people:
-        pst[p.identity] = vst[p.riding] if p.riding is not None else p.trajectory.state(t)
+        if p.riding is not None:
+            pst[p.identity] = vst[p.riding]
+        elif states is not None and p.identity in states:
+            pst[p.identity] = states[p.identity]
+        else:
+            pst[p.identity] = p.trajectory.state(t)
     return pst, vst
 
 
@@ -607,7 +616,8 @@ def _shadow_hull(cam: Camera, G: np.ndarray):
 
 # --------------------------------------------------------------------------
 def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list[Vehicle], t: float,
-                 light: Light, image_index: int = 0, need_depth: bool = False) -> RenderResult:
+                 light: Light, image_index: int = 0, need_depth: bool = False, hide: np.ndarray | None = None,
+                 states: dict | None = None) -> RenderResult:
     """Render camera ``cam`` at time ``t`` (seconds).
 
     Returns the RGB image, the instance mask and, for every agent whose amodal
@@ -620,6 +630,13 @@ def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list
     box height in pixels, including any part outside the image),
     ``visible_pixels``, ``world_position`` ``[x, y, z]``, ``heading`` (deg) and
     ``distance`` (metres from the camera).
+
+    ``hide`` (H x W bool) marks pixels hidden by something in front of the
+    lens (a camera fault's cover): they count as occluded, so they are left
+    out of the visible pixels, boxes and fractions, each object then also gets
+    ``fault_hidden_pixels`` (its pixels hidden that way), and they are 0 in
+    the returned mask. ``states`` overrides people's positions (see
+    :func:`agent_states`).
     """
     W, H = cam.resolution
     F = cam.fx
@@ -648,7 +665,7 @@ def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list
     depth = bg.depth.copy() if need_depth else None
 
     # ---- agents: pose everyone, project all body points at once
-    pst, vst = agent_states(people, vehicles, t)
+    pst, vst = agent_states(people, vehicles, t, states)
     walkers = [p for p in people if p.riding is None]
     riders = [p for p in people if p.riding is not None]
     objs = []  # (sort depth, kind, payload)
@@ -775,6 +792,12 @@ def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list
         if trunc >= 1.0 or alone == 0:
             continue
         m = mask[iy0:iy1, ix0:ix1] == ident
+        hidden = 0
+        if hide is not None:
+            h = m & hide[iy0:iy1, ix0:ix1]
+            hidden = int(np.count_nonzero(h))
+            if hidden:
+                m &= ~h
         vis = int(np.count_nonzero(m))
         vb = None
         if vis:
@@ -796,6 +819,8 @@ def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list
             "distance": round(dist_c, 3),
             "heading": None if hd is None else round(math.degrees(hd) % 360.0, 2),
         })
+        if hide is not None:
+            objects[-1]["fault_hidden_pixels"] = hidden
     # person headings
     for o in objects:
         if o["category"] == "person" and o["heading"] is None:
@@ -803,6 +828,8 @@ def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list
             if st is not None:
                 o["heading"] = round(math.degrees(st[2]) % 360.0, 2)
     objects.sort(key=lambda o: o["identity"])
+    if hide is not None:
+        mask[hide] = 0
     hl = []
     for lx, ly, lr, ident in lights_all:
         ix, iy = int(lx), int(ly)

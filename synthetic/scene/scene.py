@@ -11,8 +11,10 @@ import numpy as np
 
 from .agents import populate
 from .camera import MAX_HEIGHT_M, MAX_RESOLUTION, MIN_HEIGHT_M, MIN_RESOLUTION, Camera
+from .crowd import CrowdSim
+from .faults import CameraFault, fault_light
 from .randomize import apply_effects, light_from_params, sample_params, validate_ranges
-from .render import render_frame
+from .render import RenderResult, agent_states, render_frame
 from .world import DEFAULT_PROPS, PROP_KINDS, ROAD_HALF, SURFACES, World, list_background_images
 
 __all__ = ["SceneConfig", "Scene", "Frame", "DEFAULT_CAMERA_RANGES", "CATEGORIES"]
@@ -58,6 +60,22 @@ class SceneConfig:
     per frame (``randomize_per="frame"``) or once per camera sequence
     (``"sequence"``). ``background_dir``: optional folder of real background
     images used instead of the procedural surroundings.
+
+    ``collision_avoidance`` (default on): people on foot avoid each other,
+    props and parked vehicles (:mod:`synthetic.scene.crowd`); their planned
+    trajectories become routes they follow. Off: everyone follows the plan
+    exactly (walking through each other and through props).
+
+    Camera faults (``randomization.camera_fault_prob`` > 0, names in
+    ``randomization.camera_faults``) are recorded per frame as
+    ``params["camera_fault"]`` (``none`` without one) with
+    ``camera_fault_params`` (every value drawn) and ``camera_fault_labels``,
+    the label rule: ``kept`` (``defocused``, ``dirty_lens``: labels unchanged),
+    ``occluded`` (``covered``: pixels under the cover, opacity >= 0.5, are
+    occluded, so visible boxes, pixels and fractions exclude them and fully
+    hidden objects have no visible box; objects get ``fault_hidden_pixels``)
+    or ``dropped`` (``turned_away``, ``too_dark``: nothing is in view or
+    discernible, the frame has no objects and an empty mask).
     """
 
     seed: int = 0
@@ -75,6 +93,7 @@ class SceneConfig:
     randomize_per: str = "frame"
     background_dir: str | None = None
     start_time: float = 0.0
+    collision_avoidance: bool = True
 
     # ------------------------------------------------------------------
     def validate(self) -> "SceneConfig":
@@ -127,6 +146,8 @@ class SceneConfig:
         else:
             raise ValueError(f"{n}.cameras must be a count or a list of camera dicts, got {self.cameras!r}")
         validate_ranges(self.randomization, f"{n}.randomization")
+        if not isinstance(self.collision_avoidance, bool):
+            raise ValueError(f"{n}.collision_avoidance must be true or false, got {self.collision_avoidance!r}")
         if self.randomize_per not in ("frame", "sequence"):
             raise ValueError(f"{n}.randomize_per must be 'frame' or 'sequence', got {self.randomize_per!r}")
         if self.background_dir is not None:
@@ -282,6 +303,9 @@ class Scene:
         rng_a = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
         self.people, self.vehicles = populate(rng_a, self.world, config.crowd_density, config.num_vehicles,
                                               n_parked)
+        self.crowd = None
+        if config.collision_avoidance and any(p.riding is None for p in self.people):
+            self.crowd = CrowdSim(self.people, self.world, self.vehicles, config.start_time, config.fps)
         self._bg_offset = int(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(6,))).integers(1 << 16))
 
     # ------------------------------------------------------------------
@@ -320,6 +344,15 @@ class Scene:
     def camera_ids(self) -> list[int]:
         return list(range(1, len(self.cameras) + 1))
 
+    def agent_states(self, frame_index: int) -> tuple[dict, dict]:
+        """``(people, vehicles)`` states ``{identity: (x, y, heading_rad, distance)}`` at frame ``frame_index``
+        (people on foot from the crowd simulation when ``collision_avoidance`` is on)."""
+        if not _is_int(frame_index) or frame_index < 0:
+            raise ValueError(f"frame_index must be an int >= 0, got {frame_index!r}")
+        t = self.config.start_time + frame_index / float(self.config.fps)
+        states = self.crowd.states(frame_index) if self.crowd is not None else None
+        return agent_states(self.people, self.vehicles, t, states)
+
     def frame_params(self, camera_index: int, frame_index: int) -> dict:
         """The randomized values of one frame (without rendering it)."""
         c = self.config
@@ -339,14 +372,34 @@ class Scene:
         params = self.frame_params(camera_index, frame_index)
         light = light_from_params(params, c.surface)
         need_depth = bool(params["fog_visibility_m"]) or bool(params["night_ir"])
-        res = render_frame(self.world, cam, self.people, self.vehicles, t, light,
-                           image_index=self._bg_offset + camera_index, need_depth=need_depth)
+        fault = None
+        if params["camera_fault"] != "none":
+            key = (8, camera_index) if c.randomize_per == "sequence" else (8, camera_index, frame_index)
+            fault = CameraFault(params["camera_fault"], np.random.default_rng(np.random.SeedSequence(c.seed,
+                                                                                                     spawn_key=key)),
+                                fault_light(light, params["time_of_day"]), cam.resolution, c.surface)
+        if fault is not None and fault.kind == "turned_away":  # the scene is out of view: not rendered
+            img, depth = fault.away_view()
+            W, H = cam.resolution
+            res = RenderResult(img, np.zeros((H, W), np.int32), [], [], depth if need_depth else None)
+        else:
+            states = self.crowd.states(frame_index) if self.crowd is not None else None
+            res = render_frame(self.world, cam, self.people, self.vehicles, t, light,
+                               image_index=self._bg_offset + camera_index, need_depth=need_depth,
+                               hide=fault.hidden if fault is not None else None, states=states)
         rng_e = np.random.default_rng(np.random.SeedSequence(c.seed, spawn_key=(4, camera_index, frame_index)))
-        img = apply_effects(res.image, params, rng_e, res.depth, res.headlights)
+        img = apply_effects(res.image, params, rng_e, res.depth, res.headlights, fault)
+        objects, mask = res.objects, res.mask
+        if fault is not None:
+            params["camera_fault_params"] = fault.params
+            params["camera_fault_labels"] = fault.labels
+            if fault.labels == "dropped":
+                objects = []
+                mask[:] = 0
         params = {"camera": camera_index + 1, "frame": int(frame_index), "time": round(t, 6), **params,
                   "headlights_visible": len(res.headlights), "calibration": cam.to_dict()}
-        return Frame(camera_index + 1, int(frame_index), round(t, 6), img, res.objects, params,
-                     res.mask if with_mask else None)
+        return Frame(camera_index + 1, int(frame_index), round(t, 6), img, objects, params,
+                     mask if with_mask else None)
 
     def frames(self, cameras=None, with_mask: bool = True) -> Iterator[Frame]:
         """All frames, time-major (frame 0 of every camera, then frame 1, ...)."""

@@ -14,6 +14,13 @@ Layouts (``write_dataset`` puts each format in a sub-folder ``coco/``, ``mot/``,
     annotations.json, images/cam01/000000.jpg            (COCO)
     cam01/seqinfo.ini, cam01/img1/000001.jpg, cam01/gt/gt.txt   (MOT)
     bounding_box_train/, query/, bounding_box_test/        (Market-1501)
+
+Camera faults (see :class:`~synthetic.scene.scene.SceneConfig`): frames whose
+fault hides the scene (``turned_away``, ``too_dark``) have no objects, so they
+are written as images without boxes/rows/crops; under ``covered`` the pixels
+behind the cover are occluded, so an object hidden by it has no COCO box, no
+MOT row (unlike objects hidden by other objects, which MOT keeps with
+visibility 0) and no crop; every frame's ``params`` record the fault.
 """
 
 from __future__ import annotations
@@ -60,6 +67,11 @@ def _write_bytes(path: Path, data: bytes):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(data)
+
+
+def _hidden_by_fault(o: dict) -> bool:
+    """An object whose every visible pixel is behind a camera fault's cover."""
+    return o.get("fault_hidden_pixels", 0) > 0 and o["visible_pixels"] == 0
 
 
 def _xywh(b) -> list:
@@ -166,7 +178,8 @@ class MotSink(_Sink):
     with 1-based frames, the amodal (full-body) box as in MOT17 (it may extend
     past the image), ``class`` = COCO category id (person 1, car 2, van 3,
     bike 4) and ``visibility`` = ``visible_fraction * (1 - truncation)``
-    (occlusion and image border together).
+    (occlusion and image border together). Objects hidden entirely by a
+    camera fault's cover get no row.
     """
 
     format = "mot"
@@ -193,6 +206,8 @@ class MotSink(_Sink):
         n, W, H = self.lengths[frame.camera]
         self.lengths[frame.camera] = (max(n, frame.index + 1), W, H)
         for o in sorted(frame.objects, key=lambda o: o["identity"]):
+            if _hidden_by_fault(o):
+                continue
             x, y, w, h = _xywh(o["bbox_amodal"])
             fh.write(f"{frame.index + 1},{o['identity']},{x:.2f},{y:.2f},{w:.2f},{h:.2f},1,"
                      f"{CATEGORY_IDS[o['category']]},{o['visibility']:.4f}\n")
@@ -282,7 +297,7 @@ class MarketSink(_Sink):
     def add(self, frame: Frame, jpeg: bytes | None = None) -> list[dict]:
         n = 0
         for o in sorted(frame.objects, key=lambda o: o["identity"]):
-            if (o["category"] != "person" or o["visible_fraction"] < self.min_visible
+            if (o["category"] != "person" or o["visible_fraction"] < self.min_visible or _hidden_by_fault(o)
                     or o["pixel_height"] < self.min_height or o["truncation"] > self.max_truncation):
                 continue
             n += 1
