@@ -25,6 +25,18 @@ from vision.errors import DataError
 DEFAULT_LABEL_MAP = {"person": "person", "car": "vehicle", "van": "vehicle", "bike": "vehicle"}
 
 
+def _plain(value: Any) -> Any:
+    """Hydra hands over DictConfig/ListConfig: plain dicts and lists for hashing and the scene config."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    return value
+
+
 def condition_of(params: Mapping[str, Any]) -> str:
     """A coarse condition name for one frame's randomized parameters (weather wins over light)."""
     for key in ("snow", "rain", "fog"):
@@ -63,11 +75,12 @@ class SceneDetectionSource:
         self.version = __version__
         self.params = {
             "scenes": int(scenes), "cameras": int(cameras), "frames": int(frames),
-            "resolution": [int(v) for v in resolution], "seed": int(seed), "surfaces": list(surfaces),
+            "resolution": [int(v) for v in resolution], "seed": int(seed), "surfaces": [str(v) for v in surfaces],
             "crowd_density": [float(v) for v in crowd_density], "num_vehicles": [int(v) for v in num_vehicles],
-            "fps": float(fps), "world_size": float(world_size), "camera_ranges": dict(camera_ranges or {}), "randomization": dict(randomization or {}),
+            "fps": float(fps), "world_size": float(world_size), "camera_ranges": dict(_plain(camera_ranges) or {}),
+            "randomization": dict(_plain(randomization) or {}),
         }
-        self.label_map = dict(DEFAULT_LABEL_MAP if label_map is None else label_map)
+        self.label_map = dict(DEFAULT_LABEL_MAP if label_map is None else _plain(label_map))
         self.min_visible_fraction = float(min_visible_fraction)
         self.progress = progress
         digest = hashlib.sha256(json.dumps({"v": __version__, **self.params}, sort_keys=True).encode()).hexdigest()[:12]

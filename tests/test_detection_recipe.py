@@ -230,3 +230,19 @@ def test_torchvision_baselines_train_through_the_same_recipe(baseline, toy, tmp_
     proc = run_entry("export.py", tmp_path, f"checkpoint={tmp_path / 'outputs' / 'b'}", f"output_dir={tmp_path / 'x'}",
                      "progress=false", check=False)
     assert proc.returncode != 0 and "reference baseline" in proc.stderr
+
+
+def test_scene_source_from_the_hydra_config(tmp_path):
+    """The recipe's synthetic source instantiates from YAML (DictConfig/ListConfig values) and its
+    parameters, including camera ranges, are plain and part of its cache key."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import vision.config  # noqa: F401
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=detection", f"paths.cache_dir={tmp_path}"])
+    src = instantiate(cfg.data.sources.synthetic)
+    assert src.params["camera_ranges"]["height"] == [2.5, 9.0]
+    other = instantiate(cfg.data.sources.synthetic, camera_ranges={"height": [3.0, 9.0]})
+    assert other.root != src.root and str(src.root).startswith(str(tmp_path))
