@@ -25,7 +25,7 @@ from vision.runtime.bundle import load_bundle
 from vision.runtime.classify import Classifier
 
 log = logging.getLogger(__name__)
-SUPPORTED = ("classification", "detection")
+SUPPORTED = ("classification", "detection", "reid")
 
 
 def resolve_checkpoint(spec: str) -> Path:
@@ -39,6 +39,23 @@ def resolve_checkpoint(spec: str) -> Path:
             raise CheckpointError(f"{run}: the run recorded no best checkpoint")
         p = Path(best)
     return p
+
+
+def _check_consistent(ckpt: dict[str, Any], ckpt_path: Path) -> None:
+    """The task named in the metadata must be the one whose class trained the checkpoint."""
+    from hydra.utils import get_class
+
+    meta = ckpt["vision"]
+    target = ((meta.get("config") or {}).get("task") or {}).get("_target_")
+    if not target:
+        raise CheckpointError(f"{ckpt_path}: the checkpoint carries no training config")
+    try:
+        trained_by = get_class(target).task_name
+    except Exception as e:  # noqa: BLE001 - an unknown class is reported as such
+        raise CheckpointError(f"{ckpt_path}: the task class {target} it was trained with is unknown here ({e})") from e
+    if trained_by != meta["task"]:
+        raise CheckpointError(f"{ckpt_path}: inconsistent checkpoint: its metadata says task {meta['task']!r} but it "
+                              f"was trained by {target} ({trained_by!r})")
 
 
 def rebuild(ckpt: dict[str, Any], data_overrides: dict[str, Any] | None = None):
@@ -127,6 +144,7 @@ def run(cfg: DictConfig) -> Path:
     task = ckpt["vision"]["task"]
     if task not in SUPPORTED:
         raise CheckpointError(f"{ckpt_path}: export of {task!r} checkpoints is not supported yet ({SUPPORTED})")
+    _check_consistent(ckpt, ckpt_path)
     model, dm, train_cfg = rebuild(ckpt, OmegaConf.to_container(cfg.data) if cfg.get("data") else None)
     spec = dm.spec
     shape = (int(cfg.batch_size), 3, *spec.size)
@@ -136,6 +154,10 @@ def run(cfg: DictConfig) -> Path:
             raise CheckpointError(f"{ckpt_path}: {model.config.arch} is a torchvision reference baseline; edge bundles "
                                   f"are made from the edge detector (model=detector)")
         return _run_detection(cfg, ckpt, ckpt_path, model, dm, train_cfg, out_dir, progress)
+    if task == "reid":
+        from vision.export.reid import run as _run_reid
+
+        return _run_reid(cfg, ckpt, ckpt_path, model, dm, train_cfg, out_dir, progress)
 
     with tempfile.TemporaryDirectory(prefix="vision-export-") as tmp_s:
         tmp = Path(tmp_s)
@@ -258,7 +280,7 @@ def _log_to_mlflow(cfg: DictConfig, mlflow_meta: dict | None, out_dir: Path, rep
         client.log_dict(rid, report, f"export/{out_dir.name}/parity.json")
         client.log_artifacts(rid, str(out_dir), f"export/{out_dir.name}/bundle")
         for k in ("onnx_fp32", "onnx_int8"):
-            for m in ("top1", "ap50", "ap"):
+            for m in ("top1", "ap50", "ap", "rank1", "map"):
                 if k in report and m in report[k]:
                     client.log_metric(rid, f"export/{k}_{m}", report[k][m])
     except Exception as e:  # noqa: BLE001 - the bundle is written; tracking is best effort here
