@@ -77,9 +77,10 @@ class DetectionTask(VisionTask):
 
     def _eval_end(self, prefix: str, split: str, artifacts: bool = False) -> dict[str, Any]:
         dm = self.trainer.datamodule
-        samples = dm.splits[split]
-        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-        preds = [self._preds.get(i, empty) for i in range(len(samples))]
+        # the images this epoch evaluated (all of them, unless limit_val/test_batches cuts the loader)
+        seen = sorted(self._preds)
+        samples = [dm.splits[split][i] for i in seen]
+        preds = [self._preds[i] for i in seen]
         self._preds = {}
         kinds = {name: dm.source_kind(name) for name in dm.sources}
         rep = det_metrics.evaluate_detections(samples, preds, self.labels, slice_by=self.slice_by, kinds=kinds,
