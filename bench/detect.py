@@ -23,6 +23,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _detection_runs import RESULTS, shared_data_present, train_variants  # noqa: E402
 
+from vision.utils.io import atomic_write_json  # noqa: E402
+
 
 def runtime_fps(bundle: Path, precision: str, frames: list[Path], threads: int = 2) -> dict:
     from vision.runtime.detect import ObjectDetector
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> dict:
         "runtime_stages_ms_int8": {k: v["mean_ms"] for k, v in fps["int8"]["stages"].items()},
         "bundle": str(bundle),
     }
-    (RESULTS / "detect.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(RESULTS / "detect.json", result)
     print(json.dumps(result))
     return result
 

@@ -33,6 +33,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _detection_runs import code_state  # noqa: E402
+from vision.utils.io import atomic_write_json  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 REAL = "market1501_mini"
@@ -60,7 +64,7 @@ def train_variants(epochs: int, steps: int, batch: int, size: list[int], extra: 
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name, data in VARIANTS.items():
         overrides = base_overrides(epochs, steps, batch, size, extra) + data
-        key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:10]
+        key = hashlib.sha256(json.dumps([overrides, code_state()]).encode()).hexdigest()[:10]
         cache = RESULTS / f"reid-run-{name}-{key}.json"
         if cache.is_file() and not fresh:
             out[name] = json.loads(cache.read_text())
@@ -77,7 +81,7 @@ def train_variants(epochs: int, steps: int, batch: int, size: list[int], extra: 
         run = json.loads((run_dir / "run.json").read_text())
         rec = {**run, "wall_s": round(wall, 1), "overrides": overrides, "variant": name,
                "images_seen": epochs * steps * batch}
-        cache.write_text(json.dumps(rec, indent=1))
+        atomic_write_json(cache, rec)
         out[name] = rec
     return out
 
@@ -198,7 +202,7 @@ def main(argv: list[str]) -> dict:
         "wall_s": round(time.time() - t_all, 1),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reid.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(RESULTS / "reid.json", result)
     print(json.dumps(result))
     return result
 

@@ -18,6 +18,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _detection_runs import RESULTS, shared_data_present, train_variants  # noqa: E402
 
+from vision.utils.io import atomic_write_json  # noqa: E402
+
 
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser()
@@ -45,7 +47,7 @@ def main(argv: list[str]) -> dict:
         "train_wall_s": {k: v["wall_s"] for k, v in runs.items()},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "synthetic_lift.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(RESULTS / "synthetic_lift.json", result)
     print(json.dumps(result))
     return result
 

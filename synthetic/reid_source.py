@@ -19,6 +19,7 @@ import yaml
 
 from vision.data.reid import MarketSource, ReadReport
 from vision.data.samples import Sample
+from synthetic.detection_source import _plain
 from vision.errors import DataError
 from vision.utils.io import atomic_directory
 
@@ -46,7 +47,7 @@ class SyntheticReidSource:
             "seed": int(seed), "scenes": int(scenes), "cameras": int(cameras), "duration": int(duration),
             "fps": float(fps), "resolution": [int(v) for v in resolution], "surfaces": [str(s) for s in surfaces],
             "world_size": float(world_size), "crowd_density": float(crowd_density), "randomize_per": randomize_per,
-            "randomization": dict(randomization or {}),
+            "randomization": dict(_plain(randomization) or {}),
             "writer": {"min_visible": float(min_visible), "min_height": float(min_height),
                        "max_truncation": float(max_truncation), "train_fraction": float(train_fraction)},
         }

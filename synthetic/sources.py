@@ -40,7 +40,7 @@ class CameraHealthSource:
         if base not in camera_health.BASES:
             raise DataError(f"camera_health: base must be one of {camera_health.BASES}, got {base!r}")
         self.base = base
-        self.classes = tuple(classes) if classes else tuple(camera_health.ALL_CLASSES)
+        self.classes = tuple(classes) if classes else tuple(camera_health.CLASSES)
         unknown = sorted(set(self.classes) - set(camera_health.ALL_CLASSES))
         if unknown or len(set(self.classes)) != len(self.classes):
             raise DataError(f"camera_health: classes must be distinct names among {camera_health.ALL_CLASSES}, "

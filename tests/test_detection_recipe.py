@@ -263,3 +263,40 @@ def test_detection_demo_runs_end_to_end(tmp_path):
     assert len(recs) == 40 and all("zones" in r and "centre" in r["zones"] for r in recs)
     assert (out / "annotated_private.mp4").stat().st_size > 0
     assert json.loads((out / "runtime_timings.json").read_text())["fps"] > 0
+
+
+def test_block_split_never_cuts_a_scene(tmp_path):
+    """All cameras of a synthetic scene see the same people at the same time: a scene is never split."""
+    from synthetic.detection_source import SceneDetectionSource
+
+    syn = SceneDetectionSource(str(tmp_path / "cache"), scenes=4, cameras=2, frames=2, resolution=(160, 96),
+                               progress=False)
+    dm = _dm({"syn": syn}, split={"train": 0.45, "val": 0.3, "test": 0.25})
+    dm.setup("fit")
+    where = {}
+    for split, items in dm.splits.items():
+        for s in items:
+            where.setdefault(s.meta["scene"], set()).add(split)
+    assert all(len(v) == 1 for v in where.values()), where
+    assert {next(iter(v)) for v in where.values()} == {"train", "val", "test"}
+
+
+def test_mot17_conf_zero_entries_are_ignore_regions(tmp_path):
+    seq = tmp_path / "seq"
+    (seq / "img1").mkdir(parents=True)
+    (seq / "gt").mkdir()
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(seq / "img1" / "000001.jpg")
+    (seq / "gt" / "gt.txt").write_text("1,1,10,10,20,30,1,1,1.0\n1,2,40,10,20,30,0,1,1.0\n")
+    (sample,) = MOTSource(str(seq), verify_checksums=False, label_map={"pedestrian": "person"}).load()
+    flags = {b.identity: bool(b.attrs.get("ignore")) for b in sample.boxes}
+    assert flags == {1: False, 2: True}
+
+
+def test_unknown_label_on_an_ignore_region_is_an_error_too(toy, tmp_path):
+    doc = json.loads((toy / "annotations.json").read_text())
+    doc["categories"].append({"id": 99, "name": "crowd"})
+    doc["annotations"][0].update(category_id=99, iscrowd=1)
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    dm = _dm({"toy": COCOSource(str(tmp_path / "a.json"), images_root=str(toy), verify_checksums=False)})
+    with pytest.raises(DataError, match="unknown label 'crowd'"):
+        dm.setup("fit")

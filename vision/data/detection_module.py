@@ -203,7 +203,7 @@ class DetectionDataModule(pl.LightningDataModule):
         known = set(self.labels)
         for s in samples:
             for b in s.boxes:
-                if b.label not in known and not is_ignored(b):
+                if b.label not in known:  # ignore regions too: evaluation keeps them per class
                     raise DataError(f"{s.path}: unknown label {b.label!r} (data.classes: {self.labels}); map it "
                                     f"with the source's label_map (to a class, or null to drop it)")
         self._samples = samples
@@ -230,12 +230,22 @@ class DetectionDataModule(pl.LightningDataModule):
             if self.split_mode == "random":
                 rng = np.random.default_rng([spec.seed, si])
                 items = [items[i] for i in rng.permutation(len(items))]
+            # units that never straddle two splits: whole scenes (every camera of a scene sees the same
+            # people at the same times), else single frames of the sequence
+            units: list[list[DetectionSample]] = []
+            for s in items:
+                scene = s.meta.get("scene")
+                if units and scene is not None and units[-1][0].meta.get("scene") == scene:
+                    units[-1].append(s)
+                else:
+                    units.append([s])
             n = len(items)
-            n_train = round(n * spec.train)
-            n_val = round(n * spec.val)
-            out["train"] += items[:n_train]
-            out["val"] += items[n_train:n_train + n_val]
-            out["test"] += items[n_train + n_val:]
+            bounds = (round(n * spec.train), round(n * (spec.train + spec.val)))
+            done = 0
+            for unit in units:  # a unit goes where its first frame falls
+                where = "train" if done < bounds[0] else "val" if done < bounds[1] else "test"
+                out[where] += unit
+                done += len(unit)
         out = {k: sorted(v, key=lambda s: s.key) for k, v in out.items()}
         split_mod.check_nonempty(out, len(samples))  # type: ignore[arg-type]
         return out
@@ -319,9 +329,9 @@ class DetectionDataModule(pl.LightningDataModule):
 
 
 def _frame_order(s: DetectionSample):
-    """Frame order within a source: scene, camera, frame number when known, else the key."""
+    """Frame order within a source: scene, frame number, camera when known, then the key."""
     m = s.meta
-    return (m.get("scene", -1), str(m.get("camera", "")), m.get("frame", -1) if m.get("frame") is not None else -1,
+    return (m.get("scene", -1), m.get("frame", -1) if m.get("frame") is not None else -1, str(m.get("camera", "")),
             s.key)
 
 

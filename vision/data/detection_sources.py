@@ -76,6 +76,11 @@ class MOTSource(_CardMixin):
         self._verify()
         samples = read_mot(self.root, self.frames_glob, source=self.name, label=self.label, policy=self.policy,
                            report=self.report)
+        for s in samples:  # MOT17/20 ground truth: conf 0 marks entries not to train or evaluate on
+            if s.meta.get("mot_columns") == 9:
+                for b in s.boxes:
+                    if b.attrs.get("conf") == 0:
+                        b.attrs["ignore"] = True
         return _relabel(samples, self.label_map, {"licence": self._licence(), "kind": self.kind,
                                                   "sequence": self.name})
 

@@ -111,6 +111,8 @@ def export(cfg: DictConfig, ckpt: dict[str, Any], model, dm, train_cfg: DictConf
                 if len(buf) == shape[0]:
                     yield np.stack(buf)
                     buf = []
+            if buf:  # a last partial batch: padded by repeating its images, never dropped
+                yield np.stack([buf[i % len(buf)] for i in range(shape[0])])
 
         try:
             fp32_nodes = quantize_int8(fp32, tmp / "model_int8.onnx", arrays(), method=cfg.calibration.method,
