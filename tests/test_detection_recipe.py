@@ -251,8 +251,9 @@ def test_scene_source_from_the_hydra_config(tmp_path):
 def test_detection_demo_runs_end_to_end(tmp_path):
     """``python -m vision.demo detection`` with a tiny budget: train on scene-engine data, export through
     the gate, run the runtime on a rendered video with privacy and a zone; the annotated video exists."""
-    proc = subprocess.run([PY, "-m", "vision.demo", "detection", "data.sources.synthetic.scenes=2",
-                           "data.sources.synthetic.frames=4", "trainer.max_epochs=1", "data.steps_per_epoch=2",
+    # 8 one-frame scenes: whole scenes go to train / val / test (6 / 1 / 1)
+    proc = subprocess.run([PY, "-m", "vision.demo", "detection", "data.sources.synthetic.scenes=8",
+                           "data.sources.synthetic.frames=1", "trainer.max_epochs=1", "data.steps_per_epoch=2",
                            "data.preprocess.size=[96,96]", "model.width_mult=0.25", "trainer.enable_progress_bar=false",
                            f"paths.cache_dir={tmp_path / 'cache'}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
