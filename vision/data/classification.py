@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from vision.data import augment as aug
 from vision.data import splits as split_mod
 from vision.data.samples import Sample, Source
-from vision.data.sampling import EpochSeededSampler, MixedBatchSampler
+from vision.data.sampling import check_mix, EpochSeededSampler, MixedBatchSampler
 from vision.errors import DataError
 from vision.runtime.preprocess import ImageReadError, PreprocessSpec, normalize, read_image, resize_image
 
@@ -78,15 +78,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.classes = list(classes) if classes else None
         self.split_file = split_file
-        self.mix = {k: v for k, v in dict(mix or {}).items() if v is not None}
-        if self.mix:  # check the mix spec now, before any data is read
-            unknown = set(self.mix) - {"synthetic_fraction", "schedule"}
-            if unknown:
-                raise DataError(f"data.mix: unknown keys {sorted(unknown)} (use synthetic_fraction or schedule)")
-            try:
-                MixedBatchSampler.check(self.mix.get("schedule") or [{"synthetic_fraction": self.mix.get("synthetic_fraction")}])
-            except ValueError as e:
-                raise DataError(f"data.mix: {e}") from e
+        self.mix = check_mix(mix)  # checked now, before any data is read
         self._assignment: dict[str, list[str]] | None = None
         self.splits: dict[str, list[Sample]] = {}
         self.labels: list[str] = []

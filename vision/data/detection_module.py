@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from vision.data import splits as split_mod
 from vision.data.boxes import DetectionSample
 from vision.data.detection import apply_detection_augment, build_detection_augment
-from vision.data.sampling import MixedBatchSampler, mix_seed
+from vision.data.sampling import check_mix, MixedBatchSampler, mix_seed
 from vision.errors import DataError
 from vision.runtime.preprocess import ImageReadError, PreprocessSpec, normalize, read_image, resize_image
 
@@ -161,15 +161,7 @@ class DetectionDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.split_file = split_file
         self.steps_per_epoch = steps_per_epoch
-        self.mix = {k: v for k, v in dict(mix or {}).items() if v is not None}
-        if self.mix:
-            unknown = set(self.mix) - {"synthetic_fraction", "schedule"}
-            if unknown:
-                raise DataError(f"data.mix: unknown keys {sorted(unknown)} (use synthetic_fraction or schedule)")
-            try:
-                MixedBatchSampler.check(self.mix.get("schedule") or [{"synthetic_fraction": self.mix.get("synthetic_fraction")}])
-            except ValueError as e:
-                raise DataError(f"data.mix: {e}") from e
+        self.mix = check_mix(mix)
         self._assignment: dict[str, list[str]] | None = None
         self.splits: dict[str, list[DetectionSample]] = {}
         self.cards: list[dict[str, Any]] = []

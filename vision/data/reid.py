@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vision.data import augment as aug
 from vision.data import cards as cards_mod
 from vision.data.samples import Sample, Source
-from vision.data.sampling import MixedBatchSampler, mix_seed
+from vision.data.sampling import check_mix, MixedBatchSampler, mix_seed
 from vision.errors import DataError
 from vision.runtime.preprocess import IMAGE_EXTENSIONS, ImageReadError, PreprocessSpec, normalize, read_image, \
     resize_image
@@ -859,15 +859,7 @@ class ReidDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.camera_aware = camera_aware
         self.batches_per_epoch = batches_per_epoch
-        self.mix = {k: v for k, v in _plain(dict(mix or {})).items() if v is not None}
-        if self.mix:
-            unknown = set(self.mix) - {"synthetic_fraction", "schedule"}
-            if unknown:
-                raise DataError(f"data.mix: unknown keys {sorted(unknown)} (use synthetic_fraction or schedule)")
-            try:
-                MixedBatchSampler.check(self.mix.get("schedule") or [{"synthetic_fraction": self.mix.get("synthetic_fraction")}])
-            except ValueError as e:
-                raise DataError(f"data.mix: {e}") from e
+        self.mix = check_mix(_plain(dict(mix or {})))
         self._assignment: dict[str, list[str]] | None = None
         self.splits: dict[str, list[Sample]] = {}
         self.labels: list[str] = []

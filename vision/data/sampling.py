@@ -124,3 +124,20 @@ class MixedBatchSampler(Sampler[list[tuple[int, int]]]):
         for b in range(self.num_batches):
             idx = [next(real) for _ in range(n_real)] + [next(syn) for _ in range(n_syn)]
             yield [(i, mix_seed(self.seed, self.epoch, b, k)) for k, i in enumerate(idx)]
+
+
+def check_mix(mix) -> dict:
+    """``data.mix`` (``synthetic_fraction`` or ``schedule``) checked before any data is read; returns the
+    set entries (an empty dict: no mixing). Raises DataError naming the bad key."""
+    from vision.errors import DataError
+
+    out = {k: v for k, v in dict(mix or {}).items() if v is not None}
+    if out:
+        unknown = set(out) - {"synthetic_fraction", "schedule"}
+        if unknown:
+            raise DataError(f"data.mix: unknown keys {sorted(unknown)} (use synthetic_fraction or schedule)")
+        try:
+            MixedBatchSampler.check(out.get("schedule") or [{"synthetic_fraction": out.get("synthetic_fraction")}])
+        except ValueError as e:
+            raise DataError(f"data.mix: {e}") from e
+    return out
