@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vision.data import augment as aug
 from vision.data import splits as split_mod
-from vision.data.samples import Sample, Source
+from vision.data.samples import load_sources, Sample, Source
 from vision.data.sampling import check_mix, EpochSeededSampler, MixedBatchSampler
 from vision.errors import DataError
 from vision.runtime.preprocess import ImageReadError, PreprocessSpec, normalize, read_image, resize_image
@@ -89,18 +89,7 @@ class ClassificationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        samples: list[Sample] = []
-        self.cards = []
-        for name, src in self.sources.items():
-            loaded = src.load()
-            samples += loaded
-            card = src.card()
-            card["used_samples"] = len(loaded)
-            card["kind"] = self.source_kind(name)
-            self.cards.append(card)
-        keys = [s.key for s in samples]
-        if len(set(keys)) != len(keys):
-            raise DataError("two data sources share a name; give each source in data.sources its own name")
+        samples, self.cards = load_sources(self.sources, self.source_kind)
         found = sorted({s.label for s in samples})
         if self.classes is not None:
             unknown = sorted(set(found) - set(self.classes))

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from vision.data import splits as split_mod
 from vision.data.boxes import DetectionSample
 from vision.data.detection import apply_detection_augment, build_detection_augment
+from vision.data.samples import load_sources
 from vision.data.sampling import check_mix, MixedBatchSampler, mix_seed
 from vision.errors import DataError
 from vision.runtime.preprocess import ImageReadError, PreprocessSpec, normalize, read_image, resize_image
@@ -178,20 +179,7 @@ class DetectionDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        samples: list[DetectionSample] = []
-        self.cards = []
-        for name, src in self.sources.items():
-            loaded = list(src.load())
-            if not loaded:
-                raise DataError(f"data.sources.{name}: no images")
-            samples += loaded
-            card = src.card()
-            card["used_samples"] = len(loaded)
-            card["kind"] = self.source_kind(name)
-            self.cards.append(card)
-        keys = [s.key for s in samples]
-        if len(set(keys)) != len(keys):
-            raise DataError("two data sources share a name or an image; give each source its own name")
+        samples, self.cards = load_sources(self.sources, self.source_kind)
         known = set(self.labels)
         for s in samples:
             for b in s.boxes:

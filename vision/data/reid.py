@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vision.data import augment as aug
 from vision.data import cards as cards_mod
-from vision.data.samples import Sample, Source
+from vision.data.samples import load_sources, Sample, Source
 from vision.data.sampling import check_mix, MixedBatchSampler, mix_seed
 from vision.errors import DataError
 from vision.runtime.preprocess import IMAGE_EXTENSIONS, ImageReadError, PreprocessSpec, normalize, read_image, \
@@ -873,18 +873,7 @@ class ReidDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        samples: list[Sample] = []
-        self.cards = []
-        for name, src in self.sources.items():
-            loaded = src.load()
-            samples += loaded
-            card = src.card()
-            card["used_samples"] = len(loaded)
-            card["kind"] = self.source_kind(name)
-            self.cards.append(card)
-        keys = [s.key for s in samples]
-        if len(set(keys)) != len(keys):
-            raise DataError("two data sources share a name; give each source in data.sources its own name")
+        samples, self.cards = load_sources(self.sources, self.source_kind)
         self._samples = samples
         if self._assignment is not None:
             self.splits, self.info = self._apply_saved(samples, self._assignment)

@@ -35,3 +35,25 @@ class Source(Protocol):
     # Optional: ``kind`` ("real" | "synthetic" | "refined", default real) and
     # ``read(sample) -> HxWx3 uint8`` for sources whose samples are not plain image files
     # (rendered on the fly inside dataloader workers, decoded from video, ...).
+
+
+def load_sources(sources: dict[str, Any], kind_of) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Every source's samples (in ``sources`` order) and cards (with ``used_samples`` and ``kind``);
+    an empty source or two samples with one key (sources sharing a name) are DataErrors."""
+    from vision.errors import DataError
+
+    samples: list[Any] = []
+    cards: list[dict[str, Any]] = []
+    for name, src in sources.items():
+        loaded = list(src.load())
+        if not loaded:
+            raise DataError(f"data.sources.{name}: no samples")
+        samples += loaded
+        card = src.card()
+        card["used_samples"] = len(loaded)
+        card["kind"] = kind_of(name)
+        cards.append(card)
+    keys = [s.key for s in samples]
+    if len(set(keys)) != len(keys):
+        raise DataError("two data sources share a name or an image; give each source in data.sources its own name")
+    return samples, cards
