@@ -42,7 +42,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     assert not list(last.parent.glob("*.tmp")), "a partial checkpoint file was left behind"
     run_id_before = (tmp_path / "outputs" / "killed" / "mlflow_run_id").read_text().strip()
 
-    run_entry("train.py", tmp_path, *args, "run_name=killed", "resume=true")
+    # resume=auto: what a requeued cluster job runs (continues because last.ckpt exists)
+    run_entry("train.py", tmp_path, *args, "run_name=killed", "resume=auto")
 
     a = torch.load(tmp_path / "outputs" / "straight" / "checkpoints" / "last.ckpt", map_location="cpu",
                    weights_only=True)
@@ -61,3 +62,25 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     for key in ("val/acc", "val/loss", "test/acc"):
         assert abs(ra.data.metrics[key] - rb.data.metrics[key]) < 1e-6, key
     assert len(client.get_metric_history(rb.info.run_id, "val/acc")) >= 5
+
+
+def test_resume_modes(tmp_path):
+    """false: fresh; true: last.ckpt or a clear error; auto: last.ckpt when present, else fresh; a path."""
+    import pytest
+    from omegaconf import OmegaConf
+
+    from vision.errors import ConfigError
+    from vision.training import _resume_path
+
+    ckpt_dir = tmp_path / "checkpoints"
+    cfg = lambda r: OmegaConf.create({"resume": r})  # noqa: E731
+    assert _resume_path(cfg(False), ckpt_dir) is None
+    assert _resume_path(cfg("auto"), ckpt_dir) is None
+    with pytest.raises(ConfigError, match="last.ckpt does not exist"):
+        _resume_path(cfg(True), ckpt_dir)
+    with pytest.raises(ConfigError, match="not found"):
+        _resume_path(cfg(str(tmp_path / "nope.ckpt")), ckpt_dir)
+    ckpt_dir.mkdir()
+    (ckpt_dir / "last.ckpt").write_bytes(b"x")
+    assert _resume_path(cfg("auto"), ckpt_dir) == str(ckpt_dir / "last.ckpt")
+    assert _resume_path(cfg(True), ckpt_dir) == str(ckpt_dir / "last.ckpt")

@@ -8,12 +8,14 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import MLFlowLogger
 
 from vision.config.resolvers import REPO_ROOT
+
+if TYPE_CHECKING:  # Lightning is imported where a logger is made (the sweeper's parent run does without it)
+    from pytorch_lightning.loggers import MLFlowLogger
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +23,12 @@ PACKAGES = ("vision-toolkit", "torch", "torchvision", "pytorch-lightning", "torc
             "hydra-core", "omegaconf", "mlflow", "onnx", "onnxruntime", "numpy", "pillow", "fiftyone")
 
 
-def mlflow_logger(experiment_name: str = "default", tracking_uri: str | None = None,
-                  artifact_location: str | None = None, run_name: str | None = None,
-                  tags: dict[str, str] | None = None, run_id: str | None = None) -> MLFlowLogger:
-    """An MLflow logger; ``tracking_uri`` is a SQLite file (default), a folder, or an ``http://`` server.
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
+TRIAL_TAG = "sweep.trial"
 
-    ``artifact_location`` (a local folder) applies to local stores; with a server the server's own
-    artifact store is used, so artifacts travel through it.
-    """
+
+def resolve_store(tracking_uri: str | None, artifact_location: str | None) -> tuple[str | None, str | None]:
+    """The tracking URI and artifact location as MLflow wants them (folders made, local paths as URIs)."""
     if tracking_uri and tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     remote = bool(tracking_uri) and tracking_uri.split("://", 1)[0] in ("http", "https", "databricks")
@@ -37,8 +37,30 @@ def mlflow_logger(experiment_name: str = "default", tracking_uri: str | None = N
     if artifact_location and "://" not in artifact_location:
         Path(artifact_location).mkdir(parents=True, exist_ok=True)
         artifact_location = Path(artifact_location).resolve().as_uri()
+    return tracking_uri, artifact_location
+
+
+def mlflow_logger(experiment_name: str = "default", tracking_uri: str | None = None,
+                  artifact_location: str | None = None, run_name: str | None = None,
+                  tags: dict[str, str] | None = None, run_id: str | None = None,
+                  parent_run_id: str | None = None, sweep_trial: int | None = None) -> Any:
+    """An MLflow logger (Lightning's ``MLFlowLogger``); ``tracking_uri`` is a SQLite file (default), a folder,
+    or an ``http://`` server.
+
+    ``artifact_location`` (a local folder) applies to local stores; with a server the server's own
+    artifact store is used, so artifacts travel through it. ``parent_run_id`` nests the run under a
+    parent (a sweep's run; the sweeper passes it with ``sweep_trial``, the Optuna trial number).
+    """
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    tracking_uri, artifact_location = resolve_store(tracking_uri, artifact_location)
+    tags = dict(tags or {})
+    if parent_run_id:
+        tags[PARENT_RUN_TAG] = str(parent_run_id)
+    if sweep_trial is not None:
+        tags[TRIAL_TAG] = str(sweep_trial)
     return MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
-                        tags=tags, artifact_location=artifact_location, run_id=run_id)
+                        tags=tags or None, artifact_location=artifact_location, run_id=run_id)
 
 
 def git_state() -> dict[str, str]:
@@ -156,3 +178,34 @@ def _by_epoch(client, rid: str, history: dict[str, list[tuple[int, float]]]) -> 
     for k, pts in history.items():
         out[k.replace("_epoch", "")] = sorted((epochs.get(s, s), v) for s, v in pts)
     return out
+
+
+def prepare_store(tracking_uri: str | None, experiment_name: str | None = None,
+                  artifact_location: str | None = None) -> None:
+    """Create (and migrate) a local SQLite store and the experiment under a file lock.
+
+    Several processes opening a fresh ``mlruns.db`` at once (parallel sweep trials, cluster jobs)
+    would otherwise race in MLflow's schema migration or in creating the same experiment; the first
+    one builds them while the others wait, then all of them find them ready.
+    """
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri)
+            if experiment_name and client.get_experiment_by_name(experiment_name) is None:
+                if artifact_location and "://" not in artifact_location:
+                    Path(artifact_location).mkdir(parents=True, exist_ok=True)
+                    artifact_location = Path(artifact_location).resolve().as_uri()
+                client.create_experiment(experiment_name, artifact_location=artifact_location)
+            else:
+                client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from vision.config.schema import TrainSchema
 from vision.data.cards import summary as cards_summary
 from vision.data.splits import save_splits
 from vision.errors import ConfigError
-from vision.tracking import RunRecorder
+from vision.tracking import RunRecorder, prepare_store
 from vision.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     resume = cfg.resume
     if resume is False or resume in ("", "false", "False", None):
         return None
+    if resume == "auto":  # continue when there is something to continue (a requeued cluster job)
+        last = ckpt_dir / "last.ckpt"
+        return str(last) if last.is_file() else None
     if resume is True or resume in ("true", "True", "last"):
         last = ckpt_dir / "last.ckpt"
         if not last.is_file():
@@ -48,15 +52,19 @@ def _task_name(cfg: DictConfig) -> str:
 
 
 def _make_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
+    """The MLflow logger (``None`` with ``logger=none``); a resumed run continues its MLflow run.
+
+    Creating it starts nothing: the run is opened on first use, by the main process only (under DDP,
+    Lightning hands the other processes a dummy), so one training is one MLflow run.
+    """
     if not cfg.get("logger"):
         return None
     run_id = None
     id_file = out_dir / RUN_ID_FILE
     if resuming and id_file.is_file():
         run_id = id_file.read_text().strip() or None
-    logger = instantiate(cfg.logger, run_id=run_id)
-    atomic_write_text(id_file, logger.run_id)
-    return logger
+    prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), cfg.logger.get("artifact_location"))
+    return instantiate(cfg.logger, run_id=run_id)
 
 
 def run(cfg: DictConfig) -> float:
@@ -84,20 +92,26 @@ def run(cfg: DictConfig) -> float:
         "data_summary": dm.summary(),
     }
 
-    config_file = atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    splits_file = save_splits(out_dir / "splits.json", dm.splits, dm.split_spec)
-
     logger = _make_logger(cfg, out_dir, resuming=ckpt_path is not None)
-    recorder = RunRecorder(logger)
-    if logger:
-        task.vision_meta["mlflow"] = {"run_id": logger.run_id, "tracking_uri": cfg.logger.get("tracking_uri")}
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if logger is None:  # callbacks that only feed a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger if logger else False, callbacks=callbacks,
                                       plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir))
-    recorder.log_context(cfg, dm.cards, dm.summary(), {"data": splits_file, "config": config_file},
-                         resumed=ckpt_path is not None)
+    # Under DDP every process runs this function; only the main one (global rank 0) writes the run's
+    # files and its MLflow run, and only it saves checkpoints (Lightning), so there is a single writer.
+    main = trainer.global_rank == 0
+    if trainer.world_size > 1:  # held-out metrics are computed from data gathered from every process
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/")
+    recorder = RunRecorder(logger if main else None)
+    if main:
+        config_file = atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        splits_file = save_splits(out_dir / "splits.json", dm.splits, dm.split_spec)
+        if logger:
+            atomic_write_text(out_dir / RUN_ID_FILE, logger.run_id)
+            task.vision_meta["mlflow"] = {"run_id": logger.run_id, "tracking_uri": cfg.logger.get("tracking_uri")}
+        recorder.log_context(cfg, dm.cards, dm.summary(), {"data": splits_file, "config": config_file},
+                             resumed=ckpt_path is not None)
 
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     ckpt_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
@@ -124,6 +138,8 @@ def run(cfg: DictConfig) -> float:
                           "num_queries", "num_valid", "num_invalid", "invalid_queries", "warnings", "artifacts")},
         "mlflow": {"run_id": recorder.run_id, "tracking_uri": cfg.logger.get("tracking_uri") if cfg.get("logger") else None},
     }
+    if not main:
+        return score
     atomic_write_json(out_dir / "run.json", summary)
     recorder.log_results(report, best, dm.labels, log_checkpoint=cfg.log_checkpoint)
     if logger:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from lightning_fabric.utilities.seed import seed_everything
 from torch import nn
 
@@ -63,6 +65,38 @@ class VisionTask(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_task(checkpoint, self.task_name, "resume")
+
+    # -- evaluation across processes -----------------------------------------------------------------
+    @property
+    def distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def gather_by_index(self, parts: dict[str, list[torch.Tensor]], index: str = "index") -> dict[str, np.ndarray]:
+        """Concatenate per-batch tensors and, under DDP, gather them from every process, keeping one copy
+        of each sample (a distributed sampler repeats samples to even out the shards), in index order."""
+        out = {}
+        for k, chunks in parts.items():
+            t = torch.cat(chunks) if chunks else torch.empty(0)
+            if self.distributed:
+                t = self.all_gather(t).flatten(0, 1)
+            out[k] = t.cpu().numpy()
+        if self.distributed and len(out.get(index, ())):
+            _, first = np.unique(out[index], return_index=True)
+            out = {k: v[first] for k, v in out.items()}
+        return out
+
+    def gather_dict(self, local: dict[Any, Any]) -> dict[Any, Any]:
+        """Merge a per-process ``{sample index: result}`` dict across DDP processes (identity otherwise)."""
+        if not self.distributed:
+            return local
+        import torch.distributed as dist
+
+        shards: list[Any] = [None] * self.trainer.world_size
+        dist.all_gather_object(shards, local)
+        merged: dict[Any, Any] = {}
+        for shard in shards:
+            merged.update(shard or {})
+        return merged
 
 
 def check_task(checkpoint: dict[str, Any], expected: str, origin: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Image classification: cross-entropy training, confusion-matrix metrics (DDP-safe via torchmetrics)."""
+"""Image classification: cross-entropy training, confusion-matrix metrics over every held-out image
+(gathered from all processes under DDP, each image counted once)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -7,7 +8,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from vision.metrics import classification as cls_metrics
 from vision.metrics.slices import slice_report
@@ -25,12 +25,9 @@ class ClassificationTask(VisionTask):
         if not self.labels:
             raise ValueError("ClassificationTask needs the label list (filled in from the data)")
         self.label_smoothing = label_smoothing
-        n = len(self.labels)
-        self.val_cm = MulticlassConfusionMatrix(n)
-        self.test_cm = MulticlassConfusionMatrix(n)
         self.slice_by = list(slice_by if slice_by is not None else ["source", "kind"])
-        self._test_pred: list[torch.Tensor] = []
-        self._test_index: list[torch.Tensor] = []
+        self._buf: dict[str, list[torch.Tensor]] = {"pred": [], "target": [], "index": []}
+        self._last: dict[str, np.ndarray] = {}
         self.test_report: dict[str, Any] | None = None
 
     def training_step(self, batch, batch_idx):
@@ -42,46 +39,49 @@ class ClassificationTask(VisionTask):
         self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
-    def _eval_step(self, batch, cm: MulticlassConfusionMatrix, prefix: str) -> torch.Tensor:
-        x, y = batch[0], batch[1]
+    def _eval_step(self, batch, prefix: str) -> None:
+        x, y, index = batch[0], batch[1], batch[2]
         logits = self(x)
         self.log(f"{prefix}/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True,
                  batch_size=len(y), sync_dist=True)
-        pred = logits.argmax(1)
-        cm.update(pred, y)
-        return pred
+        for k, v in (("pred", logits.argmax(1)), ("target", y), ("index", index)):
+            self._buf[k].append(v.detach())
 
-    def _eval_end(self, cm: MulticlassConfusionMatrix, prefix: str) -> dict[str, Any]:
-        rep = cls_metrics.report(cm.compute().cpu().numpy(), self.labels)
-        cm.reset()
+    def _eval_end(self, prefix: str) -> dict[str, Any]:
+        data = self.gather_by_index(self._buf)
+        self._buf = {k: [] for k in self._buf}
+        n = len(self.labels)
+        cm = np.bincount(data["target"].astype(np.int64) * n + data["pred"].astype(np.int64),
+                         minlength=n * n).reshape(n, n)
+        rep = cls_metrics.report(cm, self.labels)
         self.log(f"{prefix}/acc", rep["top1"], prog_bar=True)
         self.log(f"{prefix}/macro_f1", rep["macro_f1"])
+        self._last = data
         return rep
 
+    def on_validation_epoch_start(self) -> None:
+        self._buf = {k: [] for k in self._buf}
+
     def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, self.val_cm, "val")
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end(self.val_cm, "val")
+        self._eval_end("val")
 
     def on_test_epoch_start(self) -> None:
-        self._test_pred, self._test_index = [], []
+        self._buf = {k: [] for k in self._buf}
 
     def test_step(self, batch, batch_idx):
-        pred = self._eval_step(batch, self.test_cm, "test")
-        if len(batch) > 2:  # sample indices of the test split, for sliced metrics
-            self._test_pred.append(pred)
-            self._test_index.append(batch[2])
+        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.test_report = self._eval_end(self.test_cm, "test")
+        self.test_report = self._eval_end("test")
         for label, m in self.test_report["per_class"].items():
             for k in ("precision", "recall", "f1"):
                 self.log(f"test/{k}/{label}", m[k])
         dm = getattr(self.trainer, "datamodule", None)
-        if self.slice_by and self._test_index and dm is not None:
-            pred = self.all_gather(torch.cat(self._test_pred)).reshape(-1).cpu().numpy()
-            index = self.all_gather(torch.cat(self._test_index)).reshape(-1).cpu().numpy()
+        if self.slice_by and len(self._last.get("index", ())) and dm is not None:
+            pred, index = self._last["pred"], self._last["index"]
             samples = [dm.splits["test"][i] for i in index]
             y_true = np.asarray([self.labels.index(s.label) for s in samples])
             kinds = {name: dm.source_kind(name) for name in dm.sources}

@@ -77,11 +77,13 @@ class DetectionTask(VisionTask):
 
     def _eval_end(self, prefix: str, split: str, artifacts: bool = False) -> dict[str, Any]:
         dm = self.trainer.datamodule
-        # the images this epoch evaluated (all of them, unless limit_val/test_batches cuts the loader)
-        seen = sorted(self._preds)
-        samples = [dm.splits[split][i] for i in seen]
-        preds = [self._preds[i] for i in seen]
+        # the images this epoch evaluated (all of them, unless limit_val/test_batches cuts the loader),
+        # from every process under DDP
+        gathered = self.gather_dict(self._preds)
         self._preds = {}
+        seen = sorted(gathered)
+        samples = [dm.splits[split][i] for i in seen]
+        preds = [gathered[i] for i in seen]
         kinds = {name: dm.source_kind(name) for name in dm.sources}
         rep = det_metrics.evaluate_detections(samples, preds, self.labels, slice_by=self.slice_by, kinds=kinds,
                                               max_detections=self.decode["max_detections"])
@@ -93,14 +95,15 @@ class DetectionTask(VisionTask):
             if m.get("ap50") is not None and m["ap50"] >= 0:
                 self.log(f"{prefix}/ap50/size/{_metric_name(bucket)}", m["ap50"])
         if artifacts:
-            out = Path(self.trainer.default_root_dir) / "eval"
-            out.mkdir(parents=True, exist_ok=True)
-            files = {"pr_curve": det_metrics.pr_curve_figure(rep, out / "pr_curve.png")}
-            gallery = det_metrics.error_gallery(samples, preds, self.labels, out / "errors.png", k=self.gallery_size,
-                                                read=dm.dataset(split).read)
-            if gallery is not None:
-                files["error_gallery"] = gallery
-            rep["artifacts"] = {k: str(v) for k, v in files.items()}
+            if self.trainer.is_global_zero:  # one writer of the plots under DDP
+                out = Path(self.trainer.default_root_dir) / "eval"
+                out.mkdir(parents=True, exist_ok=True)
+                files = {"pr_curve": det_metrics.pr_curve_figure(rep, out / "pr_curve.png")}
+                gallery = det_metrics.error_gallery(samples, preds, self.labels, out / "errors.png",
+                                                    k=self.gallery_size, read=dm.dataset(split).read)
+                if gallery is not None:
+                    files["error_gallery"] = gallery
+                rep["artifacts"] = {k: str(v) for k, v in files.items()}
             for field, values in rep.get("slices", {}).items():
                 if len(values) > 1:
                     for value, m in values.items():

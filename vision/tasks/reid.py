@@ -123,16 +123,7 @@ class ReidTask(VisionTask):
             self._buf[k].append(v.detach())
 
     def _gathered(self) -> dict[str, np.ndarray]:
-        out = {}
-        for k, parts in self._buf.items():
-            t = torch.cat(parts) if parts else torch.empty(0)
-            if self.trainer.world_size > 1:
-                t = self.all_gather(t).flatten(0, 1)
-            out[k] = t.cpu().numpy()
-        if self.trainer.world_size > 1:  # a distributed sampler may pad: keep one copy of each sample
-            _, first = np.unique(out["index"], return_index=True)
-            out = {k: v[first] for k, v in out.items()}
-        return out
+        return self.gather_by_index(self._buf)
 
     def _evaluate(self, data: dict[str, np.ndarray], q: np.ndarray, g: np.ndarray, cross_camera: bool = False,
                   names: list[str] | None = None) -> dict[str, Any]:
