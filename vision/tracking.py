@@ -194,16 +194,13 @@ def prepare_store(tracking_uri: str | None, experiment_name: str | None = None,
 
     from mlflow.tracking import MlflowClient
 
+    tracking_uri, artifact_location = resolve_store(tracking_uri, artifact_location)
     db = Path(tracking_uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             client = MlflowClient(tracking_uri)
             if experiment_name and client.get_experiment_by_name(experiment_name) is None:
-                if artifact_location and "://" not in artifact_location:
-                    Path(artifact_location).mkdir(parents=True, exist_ok=True)
-                    artifact_location = Path(artifact_location).resolve().as_uri()
                 client.create_experiment(experiment_name, artifact_location=artifact_location)
             else:
                 client.search_experiments(max_results=1)
