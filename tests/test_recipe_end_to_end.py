@@ -76,7 +76,8 @@ def test_export_bundle_runtime_and_tamper(trained):
     run_entry("export.py", work, "checkpoint=outputs/e2e", "name=b1", "calibration.num_samples=16", "progress=false")
     bundle = work / "bundles" / "b1"
     doc = json.loads((bundle / "bundle.json").read_text())
-    assert set(doc["files"]) == {"model_fp32.onnx", "model_int8.onnx"}
+    assert set(doc["files"]) == {"model_fp32.onnx", "model_int8.onnx", "MODEL_CARD.md", "parity_report.json",
+                                 "calibration.json"}
     assert doc["parity"]["passed"] and doc["parity"]["onnx_fp32"]["max_abs_logit_diff"] < 1e-3
     assert doc["preprocess"]["size"] == [32, 32] and doc["labels"] == ["blobs", "flat", "stripes"]
     assert doc["provenance"]["mlflow"]["run_id"]

@@ -27,6 +27,11 @@ class ExportSchema:
     checkpoint: str
     paths: Any
     output_dir: str
+    action: str = "export"
+    bundle: Optional[str] = None
+    register: Any = None
+    promote: Any = None
+    model_card: Any = None
     name: str = "bundle"
     run_name: str = "export"
     experiment_name: str = "export"

@@ -217,25 +217,91 @@ def run(cfg: DictConfig) -> Path:
             "metrics": {"test_top1": {k: v["top1"] for k, v in report.items() if isinstance(v, dict) and "top1" in v}},
             "parity": report,
             "calibration": calib_info,
-            "provenance": {
-                "checkpoint": str(ckpt_path),
-                "mlflow": meta.get("mlflow"),
-                "data_sources": meta.get("data_cards"),
-                "model": OmegaConf.to_container(train_cfg.model),
-                "opset": int(cfg.opset),
-            },
         }
-        write_bundle(out_dir, files, doc)
-    load_bundle(out_dir)  # the written bundle verifies
-    _log_to_mlflow(cfg, meta.get("mlflow"), out_dir, report)
-    log.info("bundle written to %s", out_dir)
-    return out_dir
+        return finish(cfg, ckpt, ckpt_path, train_cfg, tmp, files, doc, out_dir)
 
 
 def _provenance(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, train_cfg: DictConfig) -> dict[str, Any]:
     meta = ckpt["vision"]
     return {"checkpoint": str(ckpt_path), "mlflow": meta.get("mlflow"), "data_sources": meta.get("data_cards"),
-            "model": OmegaConf.to_container(train_cfg.model), "opset": int(cfg.opset)}
+            "model": OmegaConf.to_container(train_cfg.model), "opset": int(cfg.opset),
+            "experiment_name": train_cfg.get("experiment_name"), "dataset_snapshot": dataset_snapshot(train_cfg)}
+
+
+def dataset_snapshot(train_cfg: DictConfig) -> str | None:
+    """The curated dataset snapshot the run trained on: ``data.snapshot`` (an id, or a mapping with ``id`` /
+    ``snapshot_id``), else the ``snapshot_id`` of the ``manifest.json`` of a snapshot a source reads from."""
+    data = OmegaConf.to_container(train_cfg.data, resolve=False) if train_cfg.get("data") is not None else {}
+    snap = data.get("snapshot") if isinstance(data, dict) else None
+    if isinstance(snap, dict):
+        snap = snap.get("id") or snap.get("snapshot_id") or snap.get("name")
+    if snap:
+        return str(snap)
+    ids: list[str] = []
+    for src in (data.get("sources") or {}).values() if isinstance(data, dict) else []:
+        if not isinstance(src, dict):
+            continue
+        for key in ("root", "annotations", "path", "manifest"):
+            v = src.get(key)
+            if not isinstance(v, str) or "${" in v:
+                continue
+            p = Path(v)
+            for folder in [p, *list(p.parents)[:3]]:
+                m = folder / "manifest.json" if folder.name != "manifest.json" else folder
+                if m.is_file():
+                    try:
+                        sid = json.loads(m.read_text()).get("snapshot_id")
+                    except (OSError, ValueError, AttributeError):
+                        sid = None
+                    if sid and sid not in ids:
+                        ids.append(str(sid))
+                    break
+    return ",".join(ids) or None
+
+
+def _run_summary(ckpt_path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The training run's test report (``run.json`` beside the checkpoint folder) and a note on its checkpoint."""
+    run_json = ckpt_path.resolve().parent.parent / "run.json"
+    try:
+        run = json.loads(run_json.read_text())
+    except (OSError, ValueError):
+        return None, None
+    test = run.get("test") or None
+    note = None
+    best = run.get("best_checkpoint")
+    if test and best and Path(best).resolve() != ckpt_path.resolve():
+        note = (f"The slices below were measured by the training run on its best checkpoint ({Path(best).name}), "
+                f"not on the exported {ckpt_path.name}.")
+    return test, note
+
+
+def finish(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, train_cfg: DictConfig, tmp: Path,
+           files: dict[str, Path], doc: dict[str, Any], out_dir: Path) -> Path:
+    """After the gate passed: provenance, the model card, parity report and calibration summary as files of the
+    bundle, the bundle written atomically and verified, attached to the training run and registered."""
+    from vision.export.model_card import render
+    from vision.export.registry import register_exported
+
+    doc["provenance"] = _provenance(cfg, ckpt, ckpt_path, train_cfg)
+    report = doc["parity"]
+    extra = {"parity_report.json": tmp / "parity_report.json"}
+    extra["parity_report.json"].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if doc.get("calibration"):
+        extra["calibration.json"] = tmp / "calibration.json"
+        extra["calibration.json"].write_text(json.dumps(doc["calibration"], indent=2, sort_keys=True) + "\n")
+    card_cfg = cfg.get("model_card") or {}
+    run_test, note = _run_summary(ckpt_path)
+    extra["MODEL_CARD.md"] = tmp / "MODEL_CARD.md"
+    extra["MODEL_CARD.md"].write_text(render(doc, ckpt["vision"], name=out_dir.name, run_test=run_test, run_note=note,
+                                             intended=card_cfg.get("intended_use"),
+                                             extra_limits=list(card_cfg.get("limits") or [])))
+    write_bundle(out_dir, {**files, **extra}, doc)
+    written = load_bundle(out_dir)  # the written bundle verifies
+    registration = register_exported(cfg, out_dir, written.doc)
+    _log_to_mlflow(cfg, ckpt["vision"].get("mlflow"), out_dir, report, registration)
+    log.info("bundle written to %s%s", out_dir,
+             f"; registered as {registration['model']} version {registration['version']}" if registration else "")
+    return out_dir
 
 
 def _run_detection(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, model, dm, train_cfg: DictConfig,
@@ -253,12 +319,7 @@ def _run_detection(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, model
         if "fp32" not in cfg.precisions:
             files.pop("model_fp32.onnx")
         doc["parity"] = report
-        doc["provenance"] = _provenance(cfg, ckpt, ckpt_path, train_cfg)
-        write_bundle(out_dir, files, doc)
-    load_bundle(out_dir)
-    _log_to_mlflow(cfg, ckpt["vision"].get("mlflow"), out_dir, report)
-    log.info("bundle written to %s", out_dir)
-    return out_dir
+        return finish(cfg, ckpt, ckpt_path, train_cfg, tmp, files, doc, out_dir)
 
 
 def _staged_classifier(tmp: Path, model_file: Path, dm, precision: str, providers: list[str]) -> Classifier:
@@ -269,7 +330,10 @@ def _staged_classifier(tmp: Path, model_file: Path, dm, precision: str, provider
     return Classifier(Bundle(tmp, doc), precision, providers)
 
 
-def _log_to_mlflow(cfg: DictConfig, mlflow_meta: dict | None, out_dir: Path, report: dict) -> None:
+def _log_to_mlflow(cfg: DictConfig, mlflow_meta: dict | None, out_dir: Path, report: dict,
+                   registration: dict | None = None) -> None:
+    """Attach the export to the training run: the parity report, the export metrics and either the bundle itself
+    or, when it was registered (its files live in the nested export run), the model version it became."""
     if not (cfg.logger and cfg.logger.get("log_to_run") and mlflow_meta and mlflow_meta.get("run_id")):
         return
     try:
@@ -278,7 +342,11 @@ def _log_to_mlflow(cfg: DictConfig, mlflow_meta: dict | None, out_dir: Path, rep
         client = mlflow.MlflowClient(mlflow_meta.get("tracking_uri"))
         rid = mlflow_meta["run_id"]
         client.log_dict(rid, report, f"export/{out_dir.name}/parity.json")
-        client.log_artifacts(rid, str(out_dir), f"export/{out_dir.name}/bundle")
+        if registration:
+            client.set_tag(rid, f"export.{out_dir.name}",
+                           f"models:/{registration['model']}/{registration['version']}")
+        else:
+            client.log_artifacts(rid, str(out_dir), f"export/{out_dir.name}/bundle")
         for k in ("onnx_fp32", "onnx_int8"):
             for m in ("top1", "ap50", "ap", "rank1", "map"):
                 if k in report and m in report[k]:

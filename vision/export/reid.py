@@ -27,11 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from vision.errors import ConfigError, DataError, ParityError
-from vision.export.bundle_writer import write_bundle
 from vision.export.onnx_export import to_onnx
 from vision.export.quantize import quantize_int8
 from vision.metrics import reid as reid_metrics
-from vision.runtime.bundle import Bundle, load_bundle
+from vision.runtime.bundle import Bundle
 from vision.runtime.preprocess import ImageReadError, read_image
 from vision.runtime.reid import OUTPUT, Embedder
 
@@ -249,7 +248,7 @@ def run(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, model, dm, train
 
     ``on_staged(bundle, report)``, when given, is called with the staged (unverified, temporary) bundle and
     the parity report before the gate decides (benchmarks time the runtime on it, pass or fail)."""
-    from vision.export.pipeline import _log_to_mlflow, _provenance
+    from vision.export.pipeline import finish
 
     with tempfile.TemporaryDirectory(prefix="vision-export-") as tmp_s:
         tmp = Path(tmp_s)
@@ -264,9 +263,4 @@ def run(cfg: DictConfig, ckpt: dict[str, Any], ckpt_path: Path, model, dm, train
         if "fp32" not in cfg.precisions:
             files.pop("model_fp32.onnx")
         doc["parity"] = report
-        doc["provenance"] = _provenance(cfg, ckpt, ckpt_path, train_cfg)
-        write_bundle(out_dir, files, doc)
-    load_bundle(out_dir)  # the written bundle verifies
-    _log_to_mlflow(cfg, ckpt["vision"].get("mlflow"), out_dir, report)
-    log.info("bundle written to %s", out_dir)
-    return out_dir
+        return finish(cfg, ckpt, ckpt_path, train_cfg, tmp, files, doc, out_dir)

@@ -2,6 +2,7 @@
 no torch, shippable alone.
 
     python -m vision.runtime BUNDLE INPUT... --out results.jsonl
+    python -m vision.runtime models:/NAME@ALIAS INPUT... --tracking-uri URI   (a registered bundle: needs MLflow)
 
 Classification bundles: :class:`Classifier`; detection bundles: :class:`vision.runtime.detect.ObjectDetector`
 (images, folders, videos and streams through :mod:`vision.runtime.video`, privacy pixelation in

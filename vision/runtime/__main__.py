@@ -6,6 +6,10 @@ index), one JSON line per image (``{"file", "detections"}``) or per video frame 
 "frame", "time", "detections", "zones", "lines"}``); optionally an annotated video (``--video-out``)
 or annotated frames (``--frames-out``), persons pixelated with ``--privacy``, zone occupancy and
 line counts with ``--zones``, and per-stage timings (``--timings``).
+
+BUNDLE is a bundle folder or a registered model, ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` (needs
+MLflow; ``--tracking-uri`` or MLFLOW_TRACKING_URI; downloaded once per version into ``--cache-dir`` and refused
+unless it is exactly the bundle that was registered).
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from vision.runtime.bundle import BundleError, load_bundle
+from vision.runtime.bundle import BundleError
 from vision.runtime.preprocess import IMAGE_EXTENSIONS
+from vision.runtime.registry import add_registry_args, open_bundle
 
 DETECTION_ONLY = ("video_out", "frames_out", "privacy", "zones", "every", "max_frames", "score_threshold",
                   "timings", "video_fps")
@@ -65,7 +70,7 @@ def _write_json_atomic(path: str | Path, obj) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vision.runtime", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", help="edge bundle folder (with bundle.json)")
+    ap.add_argument("bundle", help="edge bundle folder (with bundle.json), or models:/NAME@ALIAS, models:/NAME/VERSION")
     ap.add_argument("inputs", nargs="+", help="image files or folders; for detection bundles also video files "
                                               "and streams (rtsp://..., http(s)://..., a camera index)")
     ap.add_argument("--out", default="-", help="JSON-lines output file (default: stdout)")
@@ -74,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated ONNX Runtime execution providers, in order of preference")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--top-k", type=int, default=3, help="classification: how many labels per image")
+    add_registry_args(ap)
     det = ap.add_argument_group("detection bundles")
     det.add_argument("--score-threshold", type=float, default=None, help="override the bundle's score threshold")
     det.add_argument("--every", type=int, default=None, metavar="N", help="process every N-th frame / image")
@@ -94,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        bundle = load_bundle(args.bundle)
+        bundle = open_bundle(args.bundle, args)
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -249,7 +255,8 @@ def run_detection(args: argparse.Namespace, bundle) -> int:
     summary = det.timings()
     summary.update({"wall_s": round(wall, 3), "records": records,
                     "wall_fps": round(summary["frames"] / wall, 2) if wall > 0 and summary["frames"] else None,
-                    "inputs": list(args.inputs), "bundle": str(bundle.root), "video_frames_written": written})
+                    "inputs": list(args.inputs), "bundle": bundle.source or str(bundle.root),
+                    "video_frames_written": written})
     if args.timings:
         _write_json_atomic(args.timings, summary)
     print(det.timings_line() + (f"; wall {summary['wall_fps']:.1f} fps incl. output" if summary["wall_fps"] else ""),

@@ -38,6 +38,7 @@ def _sha256(path: Path) -> str:
 class Bundle:
     root: Path
     doc: dict[str, Any]
+    source: str | None = None   # where it came from when not a plain folder (e.g. "models:/NAME@ALIAS (version 3)")
 
     @property
     def task(self) -> str:
@@ -65,8 +66,18 @@ class Bundle:
         return self.doc["models"][precision]["input"]
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Read a bundle folder (or its ``bundle.json``) and verify every checksum."""
+def load_bundle(path: str | Path, verify: bool = True, *, tracking_uri: str | None = None,
+                cache_dir: str | Path | None = None) -> Bundle:
+    """Read a bundle folder (or its ``bundle.json``) and verify every checksum.
+
+    ``path`` may also be a registered model, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``: it is fetched
+    through MLflow (``tracking_uri`` or ``MLFLOW_TRACKING_URI``) into ``cache_dir`` and must match the integrity
+    hash recorded at registration (:mod:`vision.runtime.registry`); such bundles are always verified.
+    """
+    if isinstance(path, str) and path.startswith("models:/"):
+        from vision.runtime.registry import fetch
+
+        return fetch(path, tracking_uri=tracking_uri, cache_dir=cache_dir)
     root = Path(path)
     if root.is_file() and root.name == BUNDLE_FILE:
         root = root.parent

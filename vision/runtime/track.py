@@ -49,6 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vision.runtime.detect_decode import box_iou
+from vision.runtime.registry import add_registry_args, open_bundle
 
 OUT_KEYS = ("track_id", "global_id", "box", "score")
 
@@ -427,8 +428,8 @@ def _parse_cameras(specs: list[str]) -> list[tuple[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vision.runtime.track", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detector", required=True, help="detection bundle folder")
-    ap.add_argument("--embedder", required=True, help="re-identification (reid) bundle folder")
+    ap.add_argument("--detector", required=True, help="detection bundle folder or models:/NAME@ALIAS")
+    ap.add_argument("--embedder", required=True, help="re-identification (reid) bundle folder or models:/NAME@ALIAS")
     ap.add_argument("--camera", action="append", required=True, metavar="NAME=VIDEO",
                     help="a camera and its video file or stream (repeat for each camera)")
     ap.add_argument("--out", required=True, help="JSON lines: one record per processed frame")
@@ -452,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--save-embeddings", default=None, metavar="NPZ",
                     help="write the gallery embeddings still in memory at the end (off by default)")
     ap.add_argument("--seed", type=int, default=None, help="reproducible random identities (testing)")
+    add_registry_args(ap)
     return ap
 
 
@@ -461,7 +463,7 @@ def _fail(msg: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vision.runtime.bundle import BundleError, load_bundle
+    from vision.runtime.bundle import BundleError
     from vision.runtime.detect import ObjectDetector
     from vision.runtime.reid import Embedder
     from vision.runtime.video import SourceError, VideoWriter, annotate, open_source
@@ -475,14 +477,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
         cams = _parse_cameras(args.camera)
         providers = args.providers.split(",")
-        det_b = load_bundle(args.detector)
+        det_b = open_bundle(args.detector, args)
         if det_b.task != "detection":
             raise BundleError(f"{det_b.root / 'bundle.json'}: --detector needs a detection bundle, this one is "
                               f"{det_b.task!r}")
         if args.label not in det_b.labels:
             raise BundleError(f"{det_b.root / 'bundle.json'}: the detector has no label {args.label!r} "
                               f"(labels {det_b.labels})")
-        emb_b = load_bundle(args.embedder)
+        emb_b = open_bundle(args.embedder, args)
         if emb_b.task != "reid":
             raise BundleError(f"{emb_b.root / 'bundle.json'}: --embedder needs a re-identification (reid) bundle, "
                               f"this one is {emb_b.task!r}")
@@ -554,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     videos = [str(p) for p in (w.close() for w in writers.values()) if p is not None]
     wall = time.perf_counter() - t0
     report = mct.report()
-    report.update({"cameras_input": {n: s for n, s in cams}, "detector": str(det_b.root), "embedder": str(emb_b.root),
+    report.update({"cameras_input": {n: s for n, s in cams}, "detector": det_b.source or str(det_b.root),
+                   "embedder": emb_b.source or str(emb_b.root),
                    "records": records, "wall_s": round(wall, 3),
                    "timings": {"detector": det.timings(), "embedder": emb.timings()},
                    "privacy": {"ttl_s": mct.config.ttl_s, "random_ids": args.seed is None,
