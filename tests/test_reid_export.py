@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO, shared
+from conftest import PY, REPO, shared
 from vision.runtime.bundle import BundleError, load_bundle
 
 CLIP = "one-by-one-person-detection.mp4"
@@ -382,3 +382,44 @@ def test_track_cli_bad_inputs_name_the_file(reid, det_bundle, tmp_path, capsys):
         err = capsys.readouterr().err
         assert msg in err, err
         assert not out.exists() and not rep.exists()
+
+
+def test_runtime_cli_ranks_gallery_crops_for_queries(reid, tmp_path):
+    """``python -m vision.runtime REID_BUNDLE GALLERY --query Q``: rank lists; embeddings only on request."""
+    import shutil
+
+    root = shared("market1501_mini")
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    files = sorted((root / "bounding_box_test").glob("*.jpg"))[:12]
+    for f in files:
+        shutil.copy(f, gallery / f.name)
+    (gallery / "broken.jpg").write_bytes(b"not an image")
+    query = gallery / files[3].name  # a query that is also in the gallery matches itself first
+
+    def cli(*args):
+        return subprocess.run([PY, "-m", "vision.runtime", str(reid.bundle), *args], capture_output=True, text=True,
+                              cwd=REPO, timeout=300)
+
+    out = tmp_path / "ranks.jsonl"
+    proc = cli(str(gallery), "--query", str(query), "--top-k", "5", "--out", str(out))
+    assert proc.returncode == 1, proc.stderr  # the broken crop is reported, and makes the exit code non-zero
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["file"] for r in recs if "error" in r] == [str(gallery / "broken.jpg")]
+    ranks = [r for r in recs if "matches" in r]
+    assert len(ranks) == 1 and len(ranks[0]["matches"]) == 5
+    first = ranks[0]["matches"][0]
+    assert first["file"] == str(query) and first["distance"] < 1e-3
+    d = [m["distance"] for m in ranks[0]["matches"]]
+    assert d == sorted(d)
+    assert not any("embedding" in r for r in recs), "embeddings were written without --save-embeddings"
+
+    emb = tmp_path / "emb.jsonl"
+    assert cli(str(files[0]), str(files[1]), "--save-embeddings", "--out", str(emb)).returncode == 0
+    vecs = [json.loads(line)["embedding"] for line in emb.read_text().splitlines()]
+    assert len(vecs) == 2 and abs(sum(v * v for v in vecs[0]) - 1.0) < 1e-3
+
+    none = cli(str(gallery))
+    assert none.returncode == 2 and "--query" in none.stderr
+    wrong = cli(str(gallery), "--query", str(query), "--privacy")
+    assert wrong.returncode == 2 and "apply only to detection bundles" in wrong.stderr

@@ -6,6 +6,9 @@ index), one JSON line per image (``{"file", "detections"}``) or per video frame 
 "frame", "time", "detections", "zones", "lines"}``); optionally an annotated video (``--video-out``)
 or annotated frames (``--frames-out``), persons pixelated with ``--privacy``, zone occupancy and
 line counts with ``--zones``, and per-stage timings (``--timings``).
+Re-identification bundles: person crops (files or folders) are the gallery; ``--query`` crops are ranked
+against it, one JSON line per query (``{"query", "matches": [{"file", "distance"}]}``, cosine distance).
+Embeddings identify people, so they are written only when ``--save-embeddings`` asks for them.
 
 BUNDLE is a bundle folder or a registered model, ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` (needs
 MLflow; ``--tracking-uri`` or MLFLOW_TRACKING_URI; downloaded once per version into ``--cache-dir`` and refused
@@ -25,6 +28,7 @@ from vision.runtime.bundle import BundleError
 from vision.runtime.preprocess import IMAGE_EXTENSIONS
 from vision.runtime.registry import add_registry_args, open_bundle
 
+REID_ONLY = ("query", "max_distance", "save_embeddings")
 DETECTION_ONLY = ("video_out", "frames_out", "privacy", "zones", "every", "max_frames", "score_threshold",
                   "timings", "video_fps")
 
@@ -80,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--top-k", type=int, default=3, help="classification: how many labels per image")
     add_registry_args(ap)
+    reid = ap.add_argument_group("re-identification bundles")
+    reid.add_argument("--query", action="append", default=None, metavar="PATH",
+                      help="query crop file or folder (repeatable); each is ranked against the input crops")
+    reid.add_argument("--max-distance", type=float, default=None,
+                      help="only list gallery crops closer than this cosine distance")
+    reid.add_argument("--save-embeddings", action="store_true",
+                      help="write each input crop's embedding (one JSON line per crop) instead of rank lists; "
+                           "embeddings identify people: keep them only as long as needed")
     det = ap.add_argument_group("detection bundles")
     det.add_argument("--score-threshold", type=float, default=None, help="override the bundle's score threshold")
     det.add_argument("--every", type=int, default=None, metavar="N", help="process every N-th frame / image")
@@ -108,18 +120,25 @@ def main(argv: list[str] | None = None) -> int:
         return run_detection(args, bundle)
     if bundle.task == "classification":
         return run_classification(args, bundle)
+    if bundle.task == "reid":
+        return run_reid(args, bundle)
     print(f"error: {bundle.root}: task {bundle.task!r} is not supported by this command", file=sys.stderr)
     return 2
+
+
+def _misplaced(args: argparse.Namespace, bundle, keys: tuple[str, ...], kind: str) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in keys if getattr(args, k) not in (None, False)]
+    if given:
+        raise BundleError(f"{bundle.root}: option(s) {', '.join(given)} apply only to {kind} bundles "
+                          f"(this one is {bundle.task!r})")
 
 
 # -- classification ----------------------------------------------------------------------------------
 
 def run_classification(args: argparse.Namespace, bundle) -> int:
-    given = [f"--{k.replace('_', '-')}" for k in DETECTION_ONLY if getattr(args, k) not in (None, False)]
     try:
-        if given:
-            raise BundleError(f"{bundle.root}: option(s) {', '.join(given)} apply only to detection bundles "
-                              f"(this one is {bundle.task!r})")
+        _misplaced(args, bundle, REID_ONLY, "re-identification")
+        _misplaced(args, bundle, DETECTION_ONLY, "detection")
         files = expand_inputs(args.inputs)
         from vision.runtime.classify import Classifier
 
@@ -144,6 +163,70 @@ def run_classification(args: argparse.Namespace, bundle) -> int:
     return 1 if errors else 0
 
 
+# -- re-identification -------------------------------------------------------------------------------
+
+def run_reid(args: argparse.Namespace, bundle) -> int:
+    import numpy as np
+
+    from vision.runtime.preprocess import read_image
+    from vision.runtime.reid import Embedder
+
+    try:
+        _misplaced(args, bundle, DETECTION_ONLY, "detection")
+        if not args.query and not args.save_embeddings:
+            raise BundleError(f"{bundle.root}: a re-identification bundle needs --query CROPS (rank the input crops "
+                              f"for each query) or --save-embeddings (write the input crops' embeddings)")
+        gallery = expand_inputs(args.inputs)
+        queries = expand_inputs(args.query or [])
+        if not gallery:
+            raise FileNotFoundError(f"no image files in {' '.join(args.inputs)}")
+        emb = Embedder(bundle, args.precision, args.providers.split(","), args.threads)
+    except (BundleError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    def embed_all(files: list[Path]) -> tuple[list[Path], np.ndarray, list[dict]]:
+        ok, crops, bad = [], [], []
+        for f in files:
+            try:
+                crops.append(read_image(f))
+                ok.append(f)
+            except Exception as e:  # noqa: BLE001 - an unreadable crop is reported, never skipped silently
+                bad.append({"file": str(f), "error": str(e)})
+        vecs = np.concatenate([emb.embed(crops[i:i + 64]) for i in range(0, len(crops), 64)]) if crops else \
+            np.zeros((0, emb.dim), np.float32)
+        return ok, vecs, bad
+
+    g_files, g_emb, bad = embed_all(gallery)
+    sink, tmp = _open_sink(args.out)
+    try:
+        for rec in bad:
+            sink.write(json.dumps(rec) + "\n")
+        if args.save_embeddings:
+            for f, v in zip(g_files, g_emb):
+                sink.write(json.dumps({"file": str(f), "embedding": [round(float(x), 6) for x in v]}) + "\n")
+        if queries:
+            q_files, q_emb, q_bad = embed_all(queries)
+            for rec in q_bad:
+                sink.write(json.dumps({"query": rec["file"], "error": rec["error"]}) + "\n")
+            bad += q_bad
+            dist = 1.0 - q_emb @ g_emb.T
+            k = args.top_k if args.top_k and args.top_k > 0 else len(g_files)
+            for qi, qf in enumerate(q_files):
+                order = np.argsort(dist[qi], kind="stable")
+                matches = [{"file": str(g_files[j]), "distance": round(float(dist[qi, j]), 6)} for j in order
+                           if args.max_distance is None or dist[qi, j] <= args.max_distance][:k]
+                sink.write(json.dumps({"query": str(qf), "matches": matches}) + "\n")
+    finally:
+        if tmp is not None:
+            sink.close()
+    if tmp is not None:
+        os.replace(tmp, args.out)
+        print(f"wrote results for {len(g_files)} gallery and {len(queries)} query crops to {args.out} "
+              f"({len(bad)} unreadable)", file=sys.stderr)
+    return 1 if bad else 0
+
+
 # -- detection ---------------------------------------------------------------------------------------
 
 def _safe(name: str) -> str:
@@ -158,6 +241,7 @@ def run_detection(args: argparse.Namespace, bundle) -> int:
 
     sources = []
     try:
+        _misplaced(args, bundle, REID_ONLY, "re-identification")
         if args.every is not None and args.every < 1:
             raise ValueError(f"--every must be >= 1, got {args.every}")
         if args.max_frames is not None and args.max_frames < 1:
