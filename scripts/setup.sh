@@ -32,3 +32,17 @@ fi
 
 # FiftyOne's embedded mongod 6.0 needs OpenSSL 1.1: link it from the psycopg2-binary wheel.
 .venv/bin/python -c "from vision.curation.db import prepare_mongod_libs as p; d = p(); print('setup: mongod libraries in', d)"
+
+# Debian's Chromium for the FiftyOne App test (headless, driven over the DevTools protocol). Best effort:
+# without it (no root, no apt) that one test skips with a message saying so.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium (for the App test)"
+    timeout 600 apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+      || (timeout 300 apt-get update -q >/dev/null 2>&1 && \
+          timeout 600 apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1) \
+      || echo "setup: chromium could not be installed; the App browser test will skip"
+  else
+    echo "setup: chromium not found (install Debian's chromium to run the App browser test)"
+  fi
+fi

@@ -1,7 +1,8 @@
 """Curation in FiftyOne (``vision.curation``): load, round trips, duplicates / leaks, snapshots, CLI, concurrency.
 
-Every test talks to a throwaway MongoDB started for this module (``database_uri``), so nothing touches the
-user's FiftyOne database and no ``--51-service db`` process is left for ``test_fiftyone_db`` to trip over.
+Every test talks to a throwaway MongoDB started once per test process (``database_uri``, see
+``tests/curation_support.py``), so nothing touches the user's FiftyOne database and no ``--51-service db``
+process is left for ``test_fiftyone_db`` to trip over.
 Dataset names are unique per test and the datasets are deleted afterwards.
 """
 from __future__ import annotations
@@ -9,105 +10,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+import curation_support
 from conftest import REPO, make_tiny_folder, shared
+from curation_support import image
 from vision.data.boxes import Box, DetectionSample
 from vision.data.detection import read_coco, read_voc, read_yolo, write_coco, write_voc, write_yolo
 
 PY = sys.executable
 
 
-# -- a private MongoDB --------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mongo_uri(tmp_path_factory):
-    import pymongo
-
-    from vision.curation.db import find_mongod, prepare_mongod_libs
-
-    mod = sys.modules.get("fiftyone")
-    if mod is not None and getattr(getattr(mod, "config", None), "database_uri", None) is None:
-        pytest.skip("fiftyone is already imported in this process with another database")
-    mongod, libs = find_mongod(), prepare_mongod_libs()
-    if mongod is None:
-        pytest.skip("no bundled mongod (fiftyone-db) installed")
-    db = tmp_path_factory.mktemp("curation-mongo")
-    port = _free_port()
-    env = dict(os.environ)
-    if libs is not None:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join([str(libs), *filter(None, env.get("LD_LIBRARY_PATH", "").split(os.pathsep))])
-    server = subprocess.Popen([str(mongod), "--dbpath", str(db), "--port", str(port), "--bind_ip", "127.0.0.1",
-                               "--nounixsocket", "--logpath", str(db / "mongod.log")],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"mongodb://127.0.0.1:{port}"
-    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.admin.command("ping")
-            break
-        except pymongo.errors.PyMongoError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"test mongod did not start (rc={server.poll()})")
-            time.sleep(0.2)
-    client.close()
-    old = os.environ.get("FIFTYONE_DATABASE_URI")
-    os.environ["FIFTYONE_DATABASE_URI"] = uri
-    try:
-        yield uri
-    finally:
-        if old is None:
-            os.environ.pop("FIFTYONE_DATABASE_URI", None)
-        else:
-            os.environ["FIFTYONE_DATABASE_URI"] = old
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-@pytest.fixture
-def fo(mongo_uri):
-    from vision.curation.db import import_fiftyone
-
-    fo = import_fiftyone(database_uri=mongo_uri)
-    fo.config.database_validation = False
-    return fo
-
-
-@pytest.fixture
-def dsname(fo):
-    name = f"test-curation-{uuid.uuid4().hex[:10]}"
-    yield name
-    if fo.dataset_exists(name):
-        fo.load_dataset(name).delete()
+# -- a private MongoDB (tests/curation_support.py) ------------------------------------------------------
+mongo_uri, fo, dsname = curation_support.mongo_uri, curation_support.fo, curation_support.dsname
 
 
 # -- helpers ------------------------------------------------------------------------------------------
 def _image(path: Path, size: tuple[int, int], seed: int) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path)
-    return str(path)
+    return image(path, size, seed)
 
 
 def _awkward_samples(root: Path) -> list[DetectionSample]:

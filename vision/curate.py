@@ -1,6 +1,7 @@
 """Dataset curation in FiftyOne (Hydra): ``python -m vision.curate action=ACTION dataset=NAME [key=value ...]``.
 
-Actions: ``load`` (``source.path=...``), ``dedup``, ``export-snapshot`` (``snapshot.name=...``), ``summary``.
+Actions: ``load`` (``source.path=...``), ``dedup``, ``predict`` (``predict.model=...``), ``views``, ``tags``,
+``app`` (``app.port=5151``), ``export-snapshot`` (``snapshot.name=...``), ``summary``.
 Prints the result as JSON on stdout; bad input ends with one ``error:`` line on stderr and exit code 2.
 See ``conf/curate.yaml`` and :mod:`vision.curation`.
 """
@@ -18,7 +19,7 @@ from vision.cli import guarded
 from vision.errors import ConfigError, DataError
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-ACTIONS = ("load", "dedup", "export-snapshot", "summary")
+ACTIONS = ("load", "dedup", "predict", "views", "tags", "app", "export-snapshot", "summary")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -38,6 +39,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return actions.load(c["dataset"], c["source"])
     if action == "dedup":
         return actions.dedup(c["dataset"], c["dedup"])
+    if action == "predict":
+        return actions.predict(c["dataset"], c["predict"])
+    if action == "views":
+        return actions.views(c["dataset"], c["views"])
+    if action == "tags":
+        return actions.tags(c["dataset"], c["tags"])
+    if action == "app":
+        return actions.app(c["dataset"], c["app"])
     if action == "export-snapshot":
         return actions.export(c["dataset"], c["snapshot"])
     return actions.summary(c["dataset"], c["snapshot"]["root"])

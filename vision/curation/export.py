@@ -1,7 +1,8 @@
 """Export a FiftyOne view as a versioned, immutable training snapshot.
 
 ``<root>/<name>/`` holds one folder per format (``coco/annotations.json`` + ``coco/images/...``,
-``yolo/``, ``voc/``, written by the data layer's writers) and ``manifest.json``:
+``yolo/``, ``voc/``, written by the data layer's writers; ``market/`` (re-id crops in the Market-1501
+layout) and ``classes/`` (class folders), written by :mod:`vision.curation.formats`) and ``manifest.json``:
 
 * ``snapshot_id``: sha256 over the sorted (path, sha256) list of the data files (same data, same id);
 * ``files``: sha256 of every data file; ``counts``: samples, boxes, per class, per source (samples and
@@ -9,7 +10,8 @@
   1-based positions), box attributes, sample fields;
 * ``parent``: name and id of the snapshot this one derives from (or null);
 * ``view``: the dataset name and the view's serialized stages (rebuild it with :func:`rebuild_view`);
-* ``sample_keys``: the ``key`` of every exported sample, in order; ``created_at`` (UTC).
+* ``sample_keys``: the ``key`` of every exported sample, in order; ``created_at`` (UTC);
+* ``left_out``: samples of the view a format could not take (no detections / no image label), by key.
 
 The folder is built in a temporary sibling and renamed in one step; an existing snapshot is never
 overwritten (``FileExistsError``) and its files are made read-only. :func:`verify_snapshot` re-hashes it.
@@ -25,14 +27,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from vision.curation.load import DET_FIELD, to_detection_samples
+from vision.curation.load import CLS_FIELD, DET_FIELD, to_detection_samples, to_samples
 from vision.errors import DataError
 from vision.utils.io import atomic_directory, sha256_file
 
-__all__ = ["SNAPSHOT_FORMATS", "MANIFEST", "export_snapshot", "read_manifest", "verify_snapshot",
+__all__ = ["SNAPSHOT_FORMATS", "DETECTION_FORMATS", "IMAGE_FORMATS", "MANIFEST", "export_snapshot", "read_manifest", "verify_snapshot",
            "rebuild_view", "list_snapshots"]
 
-SNAPSHOT_FORMATS = ("coco", "yolo", "voc")
+DETECTION_FORMATS = ("coco", "yolo", "voc")
+IMAGE_FORMATS = ("market", "classes")
+SNAPSHOT_FORMATS = DETECTION_FORMATS + IMAGE_FORMATS
 MANIFEST = "manifest.json"
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -107,16 +111,35 @@ def _make_read_only(folder: Path) -> None:
             p.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
+def _view_ids(collection, field: str) -> tuple[Any, list[str]]:
+    """(the part of ``collection`` that has ``field``, keys of the samples left out)."""
+    if collection.media_type == "video":  # MOT videos: the detections are frame-level, every frame is exported
+        if field not in (collection.get_frame_field_schema() or {}):
+            return collection.limit(0), list(collection.values("key"))
+        return collection, []
+    schema = collection.get_field_schema()
+    if field not in schema:
+        return collection.limit(0), list(collection.values("key"))
+    have = collection.exists(field)
+    left = collection.exists(field, False)
+    return have, list(left.values("key")) if len(left) else []
+
+
 def export_snapshot(collection, name: str, root: str | os.PathLike = "snapshots", *,
                     formats: Sequence[str] = ("coco",), parent: str | None = None,
                     classes: Sequence[str] | None = None, label_field: str = DET_FIELD,
-                    images: str = "copy", note: str | None = None) -> Path:
+                    images: str = "copy", note: str | None = None,
+                    class_field: str = CLS_FIELD) -> Path:
     """Write ``collection`` (a FiftyOne dataset or view) as snapshot ``root/name``; returns its folder.
 
-    ``classes``: the label schema (default: the dataset's ``default_classes`` recorded at load, then any
-    other label in the view, sorted). ``parent``: an existing snapshot under ``root`` this one derives
-    from. ``images``: ``copy`` (self-contained, default) or ``symlink``.
+    Detection formats (``coco``, ``yolo``, ``voc``) write the samples that have ``label_field``; image-level
+    formats (``market``: re-id crops, ``classes``: class folders) those that have ``class_field``. Samples of
+    the view without the field a format needs are listed in the manifest's ``left_out`` (never dropped
+    silently). ``classes``: the detection label schema (default: the dataset's ``default_classes`` recorded
+    at load, then any other label in the view, sorted). ``parent``: an existing snapshot under ``root`` this
+    one derives from. ``images``: ``copy`` (self-contained, default) or ``symlink``.
     """
+    from vision.curation.formats import write_class_folders, write_market
     from vision.data.detection import write_coco, write_voc, write_yolo
 
     _check_name(name)
@@ -134,9 +157,31 @@ def export_snapshot(collection, name: str, root: str | os.PathLike = "snapshots"
     if parent:
         pm = read_manifest(root / parent)
         parent_info = {"name": parent, "snapshot_id": pm["snapshot_id"]}
-    samples = to_detection_samples(collection, label_field)
-    if not samples:
+    if not len(collection):
         raise DataError(f"the view to export as snapshot {name!r} has no samples")
+    det_formats = [f for f in formats if f in DETECTION_FORMATS]
+    img_formats = [f for f in formats if f in IMAGE_FORMATS]
+    left_out: dict[str, Any] = {}
+    samples: list = []
+    isamples: list = []
+    if det_formats:
+        view, missing = _view_ids(collection, label_field)
+        samples = to_detection_samples(view, label_field)
+        if not samples:
+            raise DataError(f"snapshot {name!r}: no sample of the view has {label_field!r} detections (formats "
+                            f"{det_formats}); use formats market / classes for image-level labels")
+        if missing:
+            left_out[label_field] = {"formats": det_formats, "count": len(missing), "keys": sorted(missing),
+                                     "reason": f"no {label_field} field"}
+    if img_formats:
+        view, missing = _view_ids(collection, class_field)
+        isamples = to_samples(view, class_field)
+        if not isamples:
+            raise DataError(f"snapshot {name!r}: no sample of the view has a {class_field!r} label (formats "
+                            f"{img_formats})")
+        if missing:
+            left_out[class_field] = {"formats": img_formats, "count": len(missing), "keys": sorted(missing),
+                                     "reason": f"no {class_field} field"}
     seen = list(classes) if classes else list(collection._dataset.default_classes or [])
     labels = Counter(b.label for s in samples for b in s.boxes)
     if classes:
@@ -150,9 +195,14 @@ def export_snapshot(collection, name: str, root: str | os.PathLike = "snapshots"
         d = per_source.setdefault(s.source, {"samples": 0, "boxes": 0})
         d["samples"] += 1
         d["boxes"] += len(s.boxes)
+    det_keys = {s.key for s in samples}
+    for s in isamples:
+        d = per_source.setdefault(s.source, {"samples": 0, "boxes": 0})
+        d["samples"] += s.key not in det_keys
+    image_labels = Counter(s.label for s in isamples)
     box_attrs = sorted({k for s in samples for b in s.boxes for k in b.attrs})
-    keys = [s.key for s in samples]
-    view = _view_info(collection)
+    keys = list(dict.fromkeys([s.key for s in samples] + [s.key for s in isamples]))
+    view_info = _view_info(collection)
     schema_fields = sorted(collection.get_field_schema())
     splits = Counter(str(v) for v in collection.values("split")) if "split" in schema_fields else Counter()
     kinds = Counter(str(v) for v in collection.values("kind")) if "kind" in schema_fields else Counter()
@@ -161,22 +211,43 @@ def export_snapshot(collection, name: str, root: str | os.PathLike = "snapshots"
         for fmt in formats:
             if fmt == "coco":
                 write_coco(samples, tmp / "coco", seen, images=images,
-                           info={"snapshot": name, "dataset": view["dataset"]})
+                           info={"snapshot": name, "dataset": view_info["dataset"]})
             elif fmt == "yolo":
                 write_yolo(samples, tmp / "yolo", seen, images=images)
-            else:
+            elif fmt == "voc":
                 write_voc(samples, tmp / "voc", images=images)
+            elif fmt == "market":
+                write_market(isamples, tmp / "market", images=images, name=name)
+            else:
+                write_class_folders(isamples, tmp / "classes", images=images, name=name)
         files, sid = _files_and_id(tmp)
+        label_schema: dict[str, Any] = {}
+        if det_formats:
+            label_schema = {"label_field": label_field, "type": "detections", "classes": seen,
+                            "box_attributes": box_attrs, "sample_fields": schema_fields}
+        if img_formats:
+            reid = any(s.meta.get("identity") is not None for s in isamples)
+            block = {"label_field": class_field, "type": "reid" if reid else "classification",
+                     "classes": sorted(image_labels), "sample_fields": schema_fields}
+            if label_schema:
+                label_schema["image_labels"] = block
+            else:
+                label_schema = block
+        counts = {"samples": len(keys), "boxes": sum(labels.values()), "per_class": dict(sorted(labels.items())),
+                  "per_source": dict(sorted(per_source.items())), "per_split": dict(sorted(splits.items())),
+                  "per_kind": dict(sorted(kinds.items()))}
+        if img_formats:
+            counts["per_image_label"] = dict(sorted(image_labels.items()))
+            if not det_formats:
+                counts["per_class"] = dict(sorted(image_labels.items()))
+            if any(s.meta.get("identity") is not None for s in isamples):
+                counts["identities"] = len({s.meta.get("identity") for s in isamples})
+                counts["per_role"] = dict(sorted(Counter(str(s.meta.get("role")) for s in isamples).items()))
         manifest = {
             "name": name, "snapshot_id": sid,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "dataset": view["dataset"], "view": view, "parent": parent_info, "formats": formats,
-            "note": note,
-            "counts": {"samples": len(samples), "boxes": sum(labels.values()), "per_class": dict(sorted(labels.items())),
-                       "per_source": dict(sorted(per_source.items())), "per_split": dict(sorted(splits.items())),
-                       "per_kind": dict(sorted(kinds.items()))},
-            "label_schema": {"label_field": label_field, "type": "detections", "classes": seen,
-                             "box_attributes": box_attrs, "sample_fields": schema_fields},
+            "dataset": view_info["dataset"], "view": view_info, "parent": parent_info, "formats": formats,
+            "note": note, "counts": counts, "label_schema": label_schema, "left_out": left_out,
             "files": files, "sample_keys": keys,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

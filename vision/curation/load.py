@@ -20,7 +20,8 @@ Per sample (FiftyOne fields):
 ``provenance``
     generator, version, scene seed and every generator parameter (a dict), for synthetic / refined data.
 ``meta``
-    the reader's sample meta verbatim (what the exporters write back).
+    the reader's sample meta, plus the split / licence / kind / camera given at load time (what the
+    exporters write back).
 ``ground_truth`` (:data:`DET_FIELD`)
     ``fo.Detections``: relative boxes ``[x/W, y/H, w/W, h/H]``; each detection keeps its pixel box
     ``bbox_px = [x1, y1, x2, y2]`` (used on export unless the relative box was edited, so a round trip is
@@ -35,6 +36,7 @@ the reason, stored in ``dataset.info["load_reports"]`` and optionally written to
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -52,6 +54,7 @@ from vision.utils.io import atomic_write_json
 __all__ = [
     "DET_FIELD", "CLS_FIELD", "FORMATS", "LoadReport", "get_dataset", "open_dataset", "read_source",
     "load_source", "load_samples", "to_detection_samples", "detection_from_box", "box_from_detection",
+    "derived_label_attrs", "to_samples", "load_mot_video",
 ]
 
 DET_FIELD = "ground_truth"
@@ -305,8 +308,11 @@ def detection_from_box(box: Box, width: int, height: int):
     return d
 
 
-def box_from_detection(d, width: int, height: int) -> Box:
-    """The pixel :class:`Box` of a detection: its ``bbox_px`` unless the relative box was edited."""
+def box_from_detection(d, width: int, height: int, skip: Iterable[str] = ()) -> Box:
+    """The pixel :class:`Box` of a detection: its ``bbox_px`` unless the relative box was edited.
+
+    ``skip``: attributes that evaluation / brain runs wrote onto the object (not box attributes)."""
+    skip = set(skip)
     rel = [float(v) for v in d.bounding_box]
     px = d.get_field("bbox_px") if d.has_field("bbox_px") else None
     if px is not None and _relative(*(float(v) for v in px), width, height) == rel:
@@ -324,7 +330,7 @@ def box_from_detection(d, width: int, height: int) -> Box:
         if d.has_field(f):
             attrs[k] = d.get_field(f)
     for f in d.field_names:  # attributes added while curating
-        if f in _DET_OWN or f in _DET_OURS:
+        if f in _DET_OWN or f in _DET_OURS or f in skip:
             continue
         k = f[len(_ATTR_PREFIX):] if f.startswith(_ATTR_PREFIX) and f[len(_ATTR_PREFIX):] in keys else f
         if k not in attrs and d.get_field(f) is not None:
@@ -351,28 +357,62 @@ def _promoted(meta: dict[str, Any], *, split: str | None, licence: str | None, k
     }
 
 
-def _fo_sample(s: DetectionSample | Sample, size: tuple[int, int], fmt: str, promoted: dict[str, Any]):
+def _fo_sample(s: DetectionSample | Sample, size: tuple[int, int], fmt: str, promoted: dict[str, Any],
+               given: dict[str, Any] | None = None):
+    """``(fo.Sample without its label field, {label field: label})``."""
     fo = _fo()
     meta = _plain(dict(s.meta))
+    meta.update({k: v for k, v in (given or {}).items() if v is not None})  # load-time split / licence / kind...
     W, H = size
     prov = {k: meta[k] for k in PROVENANCE_KEYS if k in meta}
     fields: dict[str, Any] = {
         "key": s.key, "source": s.source, "relpath": s.relpath, "format": fmt, "width": W, "height": H,
         **promoted, "provenance": prov or None, "meta": meta, "loaded": dict(promoted),
     }
+    labels: dict[str, Any] = {}
     if isinstance(s, DetectionSample):
         if (s.width, s.height) != (W, H):  # the reader trusted the annotation; the file disagrees
             raise ValueError(f"annotation says {s.width}x{s.height} but the image is {W}x{H}")
-        fields[DET_FIELD] = fo.Detections(detections=[detection_from_box(b, W, H) for b in s.boxes])
+        labels[DET_FIELD] = fo.Detections(detections=[detection_from_box(b, W, H) for b in s.boxes])
     else:
-        fields[CLS_FIELD] = fo.Classification(label=s.label)
+        labels[CLS_FIELD] = fo.Classification(label=s.label)
         if "identity" in meta:
             fields["identity"] = None if meta["identity"] is None else str(meta["identity"])
             fields["role"] = meta.get("role")
     sample = fo.Sample(filepath=s.path, metadata=fo.ImageMetadata(width=W, height=H))
     for k, v in fields.items():
         sample[k] = v
-    return sample
+    return sample, labels
+
+
+PENDING_FIELD = "load_pending"
+
+
+def _pending_keys(dataset) -> set[str]:
+    """Keys of samples whose load was interrupted between its two steps (see :func:`_add_in_two_steps`)."""
+    if PENDING_FIELD not in dataset.get_field_schema():
+        return set()
+    return set(dataset.exists(PENDING_FIELD).values("key"))
+
+
+def _add_in_two_steps(dataset, samples: list, labels: list[dict[str, Any]]) -> None:
+    """Insert the samples (the list is emptied), then their labels with one bulk write per label field (several times faster than
+    inserting labelled samples: FiftyOne rebuilds every inserted sample's document in memory). Until the
+    labels are written the samples carry ``load_pending`` (a load id); a load interrupted in between is
+    completed by the next load of the same samples (replaced, reported as ``recovered``), and
+    snapshots leave pending samples out."""
+    import uuid
+
+    load_id = uuid.uuid4().hex
+    for fs in samples:
+        fs[PENDING_FIELD] = load_id
+    ids = dataset.add_samples(samples, progress=False)
+    samples.clear()  # no in-memory samples left for FiftyOne to reload after each bulk write below
+    gc.collect()
+    target = dataset.select(ids, ordered=True)
+    for name in sorted({k for lab in labels for k in lab}):
+        target.set_values(name, [lab.get(name) for lab in labels], progress=False)
+    target.set_values(PENDING_FIELD, [None] * len(ids), progress=False)
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -398,11 +438,12 @@ def load_samples(dataset_name: str, samples: Iterable[DetectionSample | Sample],
                      created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     dataset = open_dataset(dataset_name, persistent=persistent)
     existing = set(dataset.distinct("key")) if "key" in dataset.get_field_schema() else set()
-    new, update, seen = [], [], set()
+    new, new_labels, update, seen = [], [], [], set()
     labels: list[str] = []
     for cat in (info or {}).get("categories") or []:
         labels.append(cat["name"])
     labels.extend((info or {}).get("classes") or [])
+    pending_keys = _pending_keys(dataset)
     for s in samples:
         if s.key in seen:
             rep.problems.append({"where": s.key, "item": "image", "code": "duplicate_key",
@@ -413,31 +454,42 @@ def load_samples(dataset_name: str, samples: Iterable[DetectionSample | Sample],
         if problem is not None:
             rep.problems.append(problem)
             continue
+        if isinstance(s, DetectionSample):
+            labels.extend(b.label for b in s.boxes)
+        else:
+            labels.append(s.label)
+        if s.key in existing and s.key not in pending_keys and on_existing == "skip":
+            rep.existing += 1
+            continue
         try:
             promoted = _promoted(s.meta, split=split, licence=licence, kind=kind, camera=camera,
                                  default_kind=default_kind)
-            fs = _fo_sample(s, size, format, promoted)  # type: ignore[arg-type]
+            fs, lab = _fo_sample(s, size, format, promoted,  # type: ignore[arg-type]
+                                 {"split": split, "licence": licence, "kind": kind, "camera": camera})
         except (ValueError, TypeError) as e:
             rep.problems.append({"where": s.path, "item": "image", "code": "invalid", "reason": str(e)})
             continue
         if isinstance(s, DetectionSample):
             rep.boxes += len(s.boxes)
-            labels.extend(b.label for b in s.boxes)
-        else:
-            labels.append(s.label)
-        if s.key in existing:
-            if on_existing == "update":
-                update.append(fs)
-            else:
-                rep.existing += 1
+        if s.key in existing and s.key not in pending_keys:
+            for k, v in lab.items():
+                fs[k] = v
+            update.append(fs)
         else:
             new.append(fs)
+            new_labels.append(lab)
+    if pending_keys & seen:  # an interrupted earlier load of these samples: replaced now
+        stale = dataset.match(_fo().ViewField("key").is_in(sorted(pending_keys & seen)))
+        rep.problems.append({"where": str(path), "item": "load", "code": "recovered",
+                             "reason": f"{len(stale)} sample(s) of an interrupted load were replaced"})
+        dataset.delete_samples(stale)
     if new:
-        dataset.add_samples(new, progress=False)
         rep.added = len(new)
+        _add_in_two_steps(dataset, new, new_labels)  # (empties new)
     if update:
         dataset.merge_samples(update, key_field="key", insert_new=False, merge_lists=False, progress=False)
         rep.updated = len(update)
+    del new, new_labels, update  # (in-memory samples would otherwise be reloaded one by one below)
     classes = list(dataset.default_classes or [])
     for lab in labels:
         if lab not in classes:
@@ -475,6 +527,131 @@ def load_source(dataset_name: str, path: str | os.PathLike, format: str = "auto"
                         on_existing=on_existing, persistent=persistent, report=report)
 
 
+# -- MOT sequences as videos -------------------------------------------------------------------------
+def _encode_video(frames: Sequence[str | None], size: tuple[int, int], fps: float, dest: Path) -> list[str | None]:
+    """Write the frames (None / unreadable: black) as an MPEG-4 file, atomically; per frame, the problem."""
+    import cv2
+    import numpy as np
+
+    W, H = size
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.partial{dest.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (W, H))
+    if not writer.isOpened():
+        raise DataError(f"{dest}: OpenCV cannot write an MPEG-4 video here")
+    problems: list[str | None] = []
+    try:
+        for path in frames:
+            img, why = None, None
+            if path is None:
+                why = "no image for this frame"
+            else:
+                try:
+                    with Image.open(path) as im:
+                        img = np.asarray(im.convert("RGB"))
+                except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+                    why = f"image file {path} is unreadable ({e})"
+            if img is not None and img.shape[:2] != (H, W):
+                why, img = f"image {path} is {img.shape[1]}x{img.shape[0]}, the sequence {W}x{H}", None
+            problems.append(why)
+            writer.write(np.zeros((H, W, 3), np.uint8) if img is None else np.ascontiguousarray(img[..., ::-1]))
+    finally:
+        writer.release()
+    os.replace(tmp, dest)
+    return problems
+
+
+def load_mot_video(dataset_name: str, path: str | os.PathLike, *, video_dir: str | os.PathLike,
+                   name: str | None = None, frames_glob: str | None = None, label: str = "person",
+                   split: str | None = None, licence: str | None = None, kind: str | None = None,
+                   camera: str | None = None, card: str | None = None, fps: float | None = None,
+                   on_existing: str = "skip", persistent: bool = True,
+                   report: str | os.PathLike | None = None) -> LoadReport:
+    """Load a MOT sequence as **one video sample** with frame-level detections.
+
+    The frames are encoded to ``video_dir/<source>.mp4`` (MPEG-4; the shared data is never written) and
+    the sample gets ``fo.VideoMetadata``; every frame ``n`` (1-based, in frame order) has
+    ``frames[n].ground_truth`` (as for images: ``bbox_px``, ``identity``, attributes), ``mot_frame`` (the
+    sequence's frame number), ``image_path`` / ``relpath`` / ``meta`` (the frame image it came from).
+    A frame image that is missing or unreadable becomes a black video frame, ``frames[n].problem`` says
+    why and the report lists it. The dataset must be a video dataset (new, or loaded with videos before).
+    """
+    fo = _fo()
+    if on_existing not in ON_EXISTING:
+        raise DataError(f"on_existing must be one of {ON_EXISTING}, got {on_existing!r}")
+    p = Path(path).expanduser()
+    fmt, samples, problems, info = read_source(p, "mot", name=name, frames_glob=frames_glob, label=label, card=card)
+    if not samples:
+        raise DataError(f"{p}: no frames to make a video of")
+    src = name or samples[0].source
+    samples = sorted(samples, key=lambda s: (s.meta.get("frame") if s.meta.get("frame") is not None else -1, s.key))
+    rep = LoadReport(dataset_name, src, "mot-video", str(path), read=len(samples), problems=list(problems),
+                     clipped=int(info.get("clipped", 0)),
+                     created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    dataset = open_dataset(dataset_name, persistent=persistent)
+    if len(dataset) and dataset.media_type != "video":
+        raise DataError(f"dataset {dataset_name!r} holds {dataset.media_type} samples; load MOT sequences as videos "
+                        f"into a dataset of their own (source.as_video=true with another dataset=)")
+    key = f"{src}:{p.name}.mp4"
+    existing = set(dataset.distinct("key")) if "key" in dataset.get_field_schema() else set()
+    if key in existing and on_existing == "skip":
+        rep.existing = 1
+    else:
+        from vision.data.detection import _seqinfo
+
+        seqinfo = _seqinfo(p)
+        rate = float(fps or seqinfo.get("framerate") or seqinfo.get("frameRate") or 25.0)
+        W, H = samples[0].width, samples[0].height
+        paths: list[str | None] = []
+        for s in samples:
+            size, problem = _check_file(s.path)
+            if problem is not None:
+                rep.problems.append(problem)
+                paths.append(None)
+            else:
+                paths.append(s.path)
+        dest = Path(video_dir).expanduser() / f"{src}.mp4"
+        frame_problems = _encode_video(paths, (W, H), rate, dest)
+        for s, why in zip(samples, frame_problems):
+            if why is not None and s.path in paths:  # readable header, undecodable or wrong-size pixels
+                rep.problems.append({"where": s.path, "item": "image", "code": "unreadable_image", "reason": why})
+        promoted = _promoted(samples[0].meta, split=split, licence=licence or _card_licence(card), kind=kind,
+                             camera=camera, default_kind="real")
+        promoted["frame"] = None
+        meta = _plain({k: v for k, v in samples[0].meta.items() if k != "frame"})
+        sample = fo.Sample(filepath=str(dest.resolve()), metadata=fo.VideoMetadata(
+            size_bytes=dest.stat().st_size, mime_type="video/mp4", frame_width=W, frame_height=H,
+            frame_rate=rate, total_frame_count=len(samples), duration=len(samples) / rate, encoding_str="mp4v"))
+        fields = {"key": key, "source": src, "relpath": p.name, "format": "mot-video", "width": W, "height": H,
+                  **promoted, "provenance": None, "meta": meta, "loaded": dict(promoted), "frames_dir": str(p)}
+        for k, v in fields.items():
+            sample[k] = v
+        for n, (s, why) in enumerate(zip(samples, frame_problems), start=1):
+            frame = fo.Frame(mot_frame=s.meta.get("frame"), image_path=s.path, relpath=s.relpath,
+                             meta=_plain(dict(s.meta)), problem=why)
+            frame[DET_FIELD] = fo.Detections(detections=[detection_from_box(b, W, H) for b in s.boxes])
+            sample.frames[n] = frame
+            rep.boxes += len(s.boxes)
+        if key in existing:
+            dataset.delete_samples(dataset.match(fo.ViewField("key") == key))
+            rep.updated = 1
+        else:
+            rep.added = 1
+        dataset.add_sample(sample)
+    labels = sorted({b.label for s in samples for b in s.boxes})
+    classes = list(dataset.default_classes or [])
+    if any(lab not in classes for lab in labels):
+        dataset.default_classes = classes + [lab for lab in labels if lab not in classes]
+    dataset.reload()
+    reports = list(dataset.info.get("load_reports", []))
+    reports.append(rep.to_dict())
+    dataset.info["load_reports"] = reports[-100:]
+    dataset.save()
+    if report is not None:
+        atomic_write_json(report, rep.to_dict())
+    return rep
+
+
 # -- back to the data layer -------------------------------------------------------------------------
 def _meta_of(sample) -> dict[str, Any]:
     meta = dict(sample["meta"] or {}) if sample.has_field("meta") else {}
@@ -492,12 +669,126 @@ def _meta_of(sample) -> dict[str, Any]:
     return meta
 
 
+def derived_label_attrs(collection, label_field: str = DET_FIELD) -> set[str]:
+    """Attributes that evaluations and brain runs wrote onto ``label_field``'s objects (``<eval_key>``,
+    ``<eval_key>_id`` / ``_iou``, mistakenness...): curation results, not annotations."""
+    dataset = collection._dataset
+    out = set((dataset.info.get("derived_label_attrs") or {}).get(label_field, []))
+    for key in dataset.list_evaluations():
+        out.update((key, f"{key}_id", f"{key}_iou"))
+    return out
+
+
 def to_detection_samples(collection, label_field: str = DET_FIELD) -> list[DetectionSample]:
     """The samples of a dataset / view as :class:`DetectionSample` (in the collection's order)."""
     out = []
+    skip = derived_label_attrs(collection, label_field)
+    if collection.media_type == "video":  # MOT sequences loaded as videos: one sample per frame image
+        label_field = label_field[len("frames."):] if label_field.startswith("frames.") else label_field
+        for s in collection.iter_samples(autosave=False):
+            W, H = int(s["width"]), int(s["height"])
+            seq_meta = _meta_of(s)
+            for n in sorted(s.frames.keys()):
+                fr = s.frames[n]
+                dets = fr[label_field] if fr.has_field(label_field) else None
+                boxes = [box_from_detection(d, W, H, skip) for d in (dets.detections if dets is not None else [])]
+                meta = dict(fr["meta"] or {}) if fr.has_field("meta") else {}
+                meta.update({k: v for k, v in seq_meta.items() if k in PROMOTED and k != "frame"})
+                out.append(DetectionSample(fr["image_path"], W, H, boxes, s["source"], fr["relpath"], meta))
+        return out
+    fast = _raw_detection_samples(collection, label_field, skip)
+    if fast is not None:
+        return fast
     for s in collection.iter_samples(autosave=False):
         W, H = int(s["width"]), int(s["height"])
         dets = s[label_field] if s.has_field(label_field) else None
-        boxes = [box_from_detection(d, W, H) for d in (dets.detections if dets is not None else [])]
+        boxes = [box_from_detection(d, W, H, skip) for d in (dets.detections if dets is not None else [])]
         out.append(DetectionSample(s.filepath, W, H, boxes, s["source"], s["relpath"], _meta_of(s)))
+    return out
+
+
+def _box_from_raw(dd: dict[str, Any], width: int, height: int, skip: set[str]) -> Box:
+    """:func:`box_from_detection` on a detection's stored document (a dict)."""
+    rel = [float(v) for v in dd["bounding_box"]]
+    px = dd.get("bbox_px")
+    if px is not None and _relative(*(float(v) for v in px), width, height) == rel:
+        x1, y1, x2, y2 = (float(v) for v in px)
+    else:
+        x1, y1 = rel[0] * width, rel[1] * height
+        x2, y2 = x1 + rel[2] * width, y1 + rel[3] * height
+    ident = dd.get("identity")
+    if ident is None and dd.get("index") is not None:
+        ident = dd["index"]
+    keys = list(dd.get("attr_keys") or [])
+    attrs: dict[str, Any] = {}
+    for k in keys:
+        f = _attr_field(k)
+        if f in dd:
+            attrs[k] = dd[f]
+    for f, v in dd.items():
+        if f in _DET_OWN or f in _DET_OURS or f in skip:
+            continue
+        k = f[len(_ATTR_PREFIX):] if f.startswith(_ATTR_PREFIX) and f[len(_ATTR_PREFIX):] in keys else f
+        if k not in attrs and v is not None:
+            attrs[k] = v
+    return Box(x1, y1, x2, y2, dd["label"], None if ident is None else int(ident), attrs)
+
+
+def _raw_detection_samples(collection, label_field: str, skip: set[str]) -> list[DetectionSample] | None:
+    """The same as the document path of :func:`to_detection_samples`, from the stored documents in one query
+    (several times faster: no FiftyOne sample objects); None when the fields or FiftyOne do not allow it."""
+    schema = collection.get_field_schema()
+    if not {"width", "height", "source", "relpath"} <= set(schema):
+        return None
+    extra = [f for f in ("meta", "loaded", label_field, *PROMOTED) if f in schema]
+    try:
+        cols = collection.values(["filepath", "width", "height", "source", "relpath", *extra], _raw=True)
+    except TypeError:  # a FiftyOne without raw values
+        return None
+    base, by_name = cols[:5], dict(zip(extra, cols[5:]))
+    out = []
+    for i, (path, W, H, source, relpath) in enumerate(zip(*base)):
+        W, H = int(W), int(H)
+        meta = dict(by_name["meta"][i] or {}) if "meta" in by_name else {}
+        loaded = (by_name["loaded"][i] or {}) if "loaded" in by_name else {}
+        for k in PROMOTED:
+            if k not in by_name:
+                continue
+            cur = by_name[k][i]
+            if k in loaded and cur == loaded[k]:
+                continue
+            if cur is None:
+                meta.pop(k, None)
+            else:
+                meta[k] = cur
+        dets = by_name[label_field][i] if label_field in by_name else None
+        boxes = [_box_from_raw(dd, W, H, skip) for dd in ((dets or {}).get("detections") or [])]
+        out.append(DetectionSample(path, W, H, boxes, source, relpath, meta))
+    return out
+
+
+def to_samples(collection, label_field: str = CLS_FIELD) -> list[Sample]:
+    """The samples of a dataset / view as image-level :class:`Sample` records (class folders, re-id crops).
+
+    Re-id samples (with an ``identity`` field): an edited ``identity`` field wins; else an edited
+    classification label ``<namespace>:<identity>`` sets the identity; ``role`` comes from its field.
+    """
+    out = []
+    for s in collection.iter_samples(autosave=False):
+        meta = _meta_of(s)
+        lab = s[label_field] if s.has_field(label_field) else None
+        label = lab.label if lab is not None else None
+        if s.has_field("identity") and s["identity"] is not None or "identity" in meta:
+            orig = None if meta.get("identity") is None else str(meta["identity"])
+            ident = s["identity"] if s.has_field("identity") else orig
+            ns, _, from_label = (label or "").rpartition(":")
+            if ident == orig and from_label and from_label != orig:
+                ident = from_label
+            meta["identity"] = ident
+            if s.has_field("role"):
+                meta["role"] = s["role"]
+            label = f"{ns or s['source']}:{ident}"
+        if label is None:
+            raise DataError(f"sample {s['key'] if s.has_field('key') else s.filepath}: no {label_field} label")
+        out.append(Sample(s.filepath, label, s["source"], s["relpath"], meta))
     return out

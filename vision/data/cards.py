@@ -172,6 +172,7 @@ def summary(cards: list[dict[str, Any]]) -> dict[str, Any]:
             "source": c.get("source"),
             "counts": c.get("counts"),
             "root": c.get("_root"),
+            **({"snapshot": c.get("snapshot"), "snapshot_id": c["snapshot_id"]} if c.get("snapshot_id") else {}),
         }
         for c in cards
     }

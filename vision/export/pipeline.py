@@ -235,7 +235,15 @@ def dataset_snapshot(train_cfg: DictConfig) -> str | None:
     snap = data.get("snapshot") if isinstance(data, dict) else None
     if isinstance(snap, dict):
         snap = snap.get("id") or snap.get("snapshot_id") or snap.get("name")
-    if snap:
+    if snap:  # a snapshot name: its manifest under data.snapshots_root holds the id
+        root = data.get("snapshots_root")
+        folder = Path(str(root)) / str(snap) if root and "${" not in str(root) else Path(str(snap))
+        manifest = folder / "manifest.json"
+        if manifest.is_file():
+            try:
+                return str(json.loads(manifest.read_text()).get("snapshot_id") or snap)
+            except (OSError, json.JSONDecodeError):
+                pass
         return str(snap)
     ids: list[str] = []
     for src in (data.get("sources") or {}).values() if isinstance(data, dict) else []:
