@@ -91,3 +91,24 @@ def test_training_with_a_mix_runs(tmp_path):
     assert slices["source"]["images"]["num_images"] == sum(k.startswith("images:") for k in test_keys) > 0
     assert slices["kind"]["synthetic"]["num_images"] == slices["source"]["sim"]["num_images"]
     assert set(slices["kind"]) == {"real", "synthetic"}
+
+
+def test_a_hydra_schedule_in_the_checkpoint_metadata_stays_loadable(tmp_path):
+    """A schedule given on the command line is a Hydra ListConfig inside the data summary; checkpoints
+    are loaded with ``weights_only``, so the metadata must be plain (this failed a whole bench training)."""
+    import pytest
+    import torch
+    from omegaconf import OmegaConf
+
+    from vision.tasks.base import _plain
+
+    schedule = OmegaConf.create([{"epochs": 3, "synthetic_fraction": 0.8}, {"synthetic_fraction": 0.2}])
+    meta = {"task": "detection", "data_summary": {"mix": {"schedule": schedule}, "sizes": (1, 2)}}
+    torch.save({"vision": meta}, tmp_path / "raw.ckpt")
+    with pytest.raises(Exception, match="ListConfig"):
+        torch.load(tmp_path / "raw.ckpt", weights_only=True)
+    torch.save({"vision": _plain(meta)}, tmp_path / "plain.ckpt")
+    back = torch.load(tmp_path / "plain.ckpt", weights_only=True)["vision"]
+    assert back["data_summary"]["mix"]["schedule"] == [{"epochs": 3, "synthetic_fraction": 0.8},
+                                                       {"synthetic_fraction": 0.2}]
+    assert back["data_summary"]["sizes"] == (1, 2)

@@ -61,7 +61,7 @@ class VisionTask(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "state_dict"):
             meta["datamodule"] = dm.state_dict()
-        checkpoint[CHECKPOINT_KEY] = meta
+        checkpoint[CHECKPOINT_KEY] = _plain(meta)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_task(checkpoint, self.task_name, "resume")
@@ -97,6 +97,20 @@ class VisionTask(pl.LightningModule):
         for shard in shards:
             merged.update(shard or {})
         return merged
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists all the way down: checkpoints are loaded with ``weights_only``, which refuses
+    OmegaConf containers (a Hydra list such as ``data.mix.schedule`` reaching the data summary)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def check_task(checkpoint: dict[str, Any], expected: str, origin: str) -> dict[str, Any]:
