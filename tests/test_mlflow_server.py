@@ -98,7 +98,7 @@ def test_training_logs_to_a_real_server(mlflow_server, tiny_folder):
 
 # -- concurrent runs -------------------------------------------------------------------------------------
 
-N_RUNS, N_STEPS = 8, 50
+N_RUNS, N_STEPS = 8, 25
 WORKER = r"""
 import hashlib, sys, time
 from mlflow import MlflowClient
