@@ -1,0 +1,226 @@
+"""Sim-to-real refinement benchmark: does refining scene-engine frames toward a real camera close the domain gap,
+and does a detector trained on refined frames do better on real footage?
+
+1. Trains a refiner (``python -m synthetic.refine train``, CUT by default, MLflow-tracked) on the frames of the
+   first 32 of the 40 scenes the detection recipe generates (``data=people_mixed``, 640x360) against the real,
+   unlabelled frames 1-79 of PETS 2009 S3-MF1 (the detector's real training camera).
+2. Refines all 40 scenes (``data=people_refined``: ``RefinedSceneSource``, cached), checks geometry (edge F1
+   inside the labelled boxes, against a 3-px shifted control) and re-id separability of person crops.
+3. Domain gap: a small CNN on 64-px crops learns real (PETS frames 1-79 + frames of both ``clip`` videos) vs
+   synthetic (scenes 0-31), then scores frames nobody trained on: synthetic scenes 32-39 vs PETS frames 80-107
+   (held-out frames of the real camera the refiner targets) -> balanced accuracy, once on raw and once on
+   refined frames (same settings; 0.5 = indistinguishable): ``domain_acc_raw`` / ``domain_acc_refined``. The
+   same classifiers are also scored against TUD-Campus (a real camera no one trained on, ``*_unseen_camera``):
+   there a low number can also mean the classifier did not learn "real" beyond its training cameras (look at
+   ``accuracy_real``).
+4. Downstream: the detection bench machinery (bench/_detection_runs.py, same budget, same model, cached)
+   trains a detector on raw synthetic frames only and one on refined synthetic frames only
+   (``data.mix.synthetic_fraction=1.0``; PETS only validates), both tested on TUD-Campus (``--mixed`` adds the
+   real + synthetic 50:50 pair).
+
+Prints one JSON line last (``domain_acc_raw``, ``domain_acc_refined``, ``ap50_raw_synthetic``,
+``ap50_refined_synthetic``, ...) and writes bench/results/refine.json.
+
+    .venv/bin/python bench/refine.py [--refiner-steps 250 --refiner-epochs 6] [--epochs 8 --steps 40] [--mixed]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _detection_runs import RESULTS, VARIANTS, base_overrides, code_state, train_variants  # noqa: E402
+
+from vision.utils.io import atomic_write_json  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+PETS = SHARED / "pets2009_s3mf1" / "img"
+TUD = SHARED / "tud_campus" / "img1"
+CLIPS = [SHARED / "clip" / "one-by-one-person-detection.mp4", SHARED / "clip" / "car-detection.mp4"]
+PETS_TRAIN = str(PETS / "frame_00[0-7][0-9].jpg")                                   # frames 1-79
+PETS_HELD_OUT = [str(PETS / "frame_00[89][0-9].jpg"), str(PETS / "frame_010[0-9].jpg")]  # frames 80-107
+SPLIT = 0.8  # the first 80% of the scenes train the refiner and the domain classifier, the rest is held out
+
+
+def _compose(name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import vision.config  # noqa: F401 - resolvers
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _scenes(root: Path, lo: int, hi: int) -> list[Path]:
+    return [root / f"scene_{i:03d}" for i in range(lo, hi)]
+
+
+def train_refiner(scene_root: Path, n_train: int, args) -> dict:
+    from synthetic.refine.run import train
+
+    scenes = [str(s) for s in _scenes(scene_root, 0, n_train)]
+    overrides = ["data.synthetic=[" + ",".join(f"'{s}'" for s in scenes) + "]", f"data.real=['{PETS_TRAIN}']",
+                 f"data.crop_size={args.crop}", f"data.batch_size={args.refiner_batch}",
+                 f"data.steps_per_epoch={args.refiner_steps}", f"trainer.max_epochs={args.refiner_epochs}",
+                 "data.max_frames=400", f"model.mode={args.mode}", f"model.ngf={args.ngf}",
+                 f"model.n_blocks={args.n_blocks}", f"model.lambda_self_reg={args.self_reg}",
+                 "trainer.enable_progress_bar=false", "seed=0"]
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((REPO / "synthetic" / "refine").glob("*.py")))
+                          + (REPO / "conf" / "refine.yaml").read_bytes()).hexdigest()
+    key = hashlib.sha256(json.dumps([overrides, code_state(), code]).encode()).hexdigest()[:10]
+    cache = RESULTS / f"refiner-run-{key}.json"
+    if cache.is_file() and not args.fresh and Path(json.loads(cache.read_text())["checkpoint"]).is_file():
+        _log(f"reusing the refiner from {cache.name}")
+        return json.loads(cache.read_text())
+    out = RESULTS / f"refiner-{key}"
+    cfg = _compose("refine", [*overrides, f"run_name=bench-refiner-{key}", f"paths.output_dir={out}",
+                              f"paths.work_dir={REPO}"])
+    _log(f"training the refiner ({args.mode}, {args.refiner_epochs} x {args.refiner_steps} steps)")
+    t0 = time.time()
+    result = train(cfg)
+    result["wall_s"] = round(time.time() - t0, 1)
+    atomic_write_json(cache, result)
+    return result
+
+
+def _frames(inputs, side: str, max_frames: int | None = None, frames_per_video: int = 40):
+    from synthetic.refine.data import load_frames
+
+    return load_frames([str(i) for i in inputs], side, max_frames, frames_per_video).images
+
+
+def domain_gap(raw_root: Path, refined_root: Path, n_train: int, n_scenes: int, args) -> dict:
+    from synthetic.refine.domain import evaluate_domain, train_domain_classifier
+
+    real_train = _frames([PETS_TRAIN], "PETS frames 1-79")
+    for clip in CLIPS:
+        real_train += _frames([clip], clip.name, frames_per_video=40)
+    real_tud = _frames([TUD], "TUD-Campus")
+    real_pets = _frames(PETS_HELD_OUT, "PETS frames 80-107")
+    out = {}
+    for name, root in (("raw", raw_root), ("refined", refined_root)):
+        syn_train = _frames(_scenes(root, 0, n_train), f"{name} training scenes", 160)
+        syn_test = _frames(_scenes(root, n_train, n_scenes), f"{name} held-out scenes", 96)
+        t0 = time.time()
+        model, record = train_domain_classifier(syn_train, real_train, args.domain_crop, args.domain_steps, 32,
+                                                seed=0)
+        out[name] = {"tud_campus": evaluate_domain(model, syn_test, real_tud, args.domain_crop),
+                     "pets_held_out": evaluate_domain(model, syn_test, real_pets, args.domain_crop),
+                     **record, "wall_s": round(time.time() - t0, 1)}
+        _log(f"domain classifier on {name} frames: {out[name]['pets_held_out']['accuracy']} (PETS held-out), "
+             f"{out[name]['tud_campus']['accuracy']} (TUD-Campus)")
+    return out
+
+
+def main(argv: list[str]) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", default="cut", choices=["cut", "cyclegan"])
+    ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--ngf", type=int, default=8)
+    ap.add_argument("--n-blocks", type=int, default=4)
+    ap.add_argument("--self-reg", type=float, default=0.0, help="model.lambda_self_reg (coarse colour L1 to the input)")
+    ap.add_argument("--refiner-batch", type=int, default=4)
+    ap.add_argument("--refiner-steps", type=int, default=250, help="refiner steps per epoch")
+    ap.add_argument("--refiner-epochs", type=int, default=6)
+    ap.add_argument("--domain-steps", type=int, default=400)
+    ap.add_argument("--domain-crop", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=8, help="detector epochs (bench/_detection_runs.py)")
+    ap.add_argument("--steps", type=int, default=40, help="detector steps per epoch")
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--mixed", action="store_true", help="also train real + raw / refined synthetic 50:50")
+    ap.add_argument("--fresh", action="store_true", help="retrain the refiner and the detectors")
+    args, extra = ap.parse_known_args(argv)
+    missing = [str(p) for p in (PETS, TUD, *CLIPS) if not p.exists()]
+    if missing:
+        print(json.dumps({"skipped": f"absent: {', '.join(missing)}"}))
+        return {}
+    from hydra.utils import instantiate
+
+    from synthetic.refine.geometry import dataset_geometry, reid_separability
+
+    t_start = time.time()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    # the raw scenes exactly as the detection runs build them
+    det_overrides = base_overrides("tud_campus", args.epochs, args.steps, args.size, extra)
+    raw_src = instantiate(_compose("train", det_overrides + VARIANTS["synthetic_only"]).data.sources.synthetic)
+    raw_root = raw_src.ensure()
+    n_scenes = int(raw_src.params["scenes"])
+    n_train = max(1, min(n_scenes - 1, int(round(SPLIT * n_scenes))))
+    refiner = train_refiner(raw_root, n_train, args)
+    ckpt = refiner["checkpoint"]
+    refined_variant = ["data=people_refined", f"data.sources.synthetic.refiner={ckpt}"]
+    VARIANTS["synthetic_refined"] = [*refined_variant, "data.mix.synthetic_fraction=1.0"]
+    VARIANTS["mixed_refined"] = [*refined_variant, "data.mix.synthetic_fraction=0.5"]
+    t0 = time.time()
+    ref_src = instantiate(_compose("train", det_overrides + VARIANTS["synthetic_refined"]).data.sources.synthetic)
+    fresh_refine = not (ref_src.root / "annotations.json").is_file()
+    refined_root = ref_src.ensure()
+    refine_s = round(time.time() - t0, 1) if fresh_refine else None
+    refinement = json.loads((refined_root / "refinement.json").read_text())
+    _log(f"refined {refinement['images']} frames into {refined_root.name} ({refine_s} s)")
+    geometry = dataset_geometry(raw_root, refined_root, max_images=48)
+    reid = reid_separability(raw_root, refined_root, min_height=48.0)
+    domain = domain_gap(raw_root, refined_root, n_train, n_scenes, args)
+    variants = ["synthetic_only", "synthetic_refined"] + (["mixed", "mixed_refined"] if args.mixed else [])
+    runs = train_variants("tud_campus", args.epochs, args.steps, args.size, extra, variants=variants,
+                          fresh=args.fresh)
+
+    def ap(name: str, key: str = "ap50") -> float:
+        return round(runs[name]["test"][key], 4)
+
+    result = {
+        "domain_acc_raw": domain["raw"]["pets_held_out"]["accuracy"],
+        "domain_acc_refined": domain["refined"]["pets_held_out"]["accuracy"],
+        "domain_acc_raw_unseen_camera": domain["raw"]["tud_campus"]["accuracy"],
+        "domain_acc_refined_unseen_camera": domain["refined"]["tud_campus"]["accuracy"],
+        "ap50_raw_synthetic": ap("synthetic_only"),
+        "ap50_refined_synthetic": ap("synthetic_refined"),
+        "ap_raw_synthetic": ap("synthetic_only", "ap"),
+        "ap_refined_synthetic": ap("synthetic_refined", "ap"),
+        "domain": {name: {"pets_held_out": d["pets_held_out"], "tud_campus": d["tud_campus"],
+                          "train_frames": d["train_frames"], "final_train_loss": d["final_train_loss"]}
+                   for name, d in domain.items()},
+        "domain_classifier": {"crop_size": args.domain_crop, "steps": args.domain_steps, "batch_size": 32,
+                              "train_real": "PETS frames 1-79 + 40 frames of each clip video",
+                              "train_synthetic": f"160 frames of scenes 0-{n_train - 1}",
+                              "held_out": f"96 frames of scenes {n_train}-{n_scenes - 1} vs PETS frames 80-107 "
+                                          f"(28) / TUD-Campus (71, unseen camera)"},
+        "geometry": geometry,
+        "reid": reid,
+        "refiner": {"mode": args.mode, "checkpoint": ckpt, "checkpoint_sha256": refiner["checkpoint_sha256"],
+                    "mlflow_run_id": refiner["mlflow"]["run_id"], "crop_size": args.crop, "ngf": args.ngf,
+                    "n_blocks": args.n_blocks, "lambda_self_reg": args.self_reg,
+                    "steps": args.refiner_steps * args.refiner_epochs,
+                    "batch_size": args.refiner_batch, "final_losses": refiner["metrics"],
+                    "train_wall_s": refiner.get("wall_s"), "samples": refiner["samples"][-1:],
+                    "refine_wall_s": refine_s, "refined_frames": refinement["images"],
+                    "real_frames": "PETS 2009 S3-MF1 frames 1-79 (unlabelled)", "synthetic_frames": f"scenes 0-{n_train - 1}"},
+        "detection": {"test_scene": "tud_campus", "train_real_scene": "pets2009_s3mf1 (validation only here)",
+                      "budget": {"epochs": args.epochs, "steps_per_epoch": args.steps, "input_size": args.size,
+                                 "images_seen": runs["synthetic_only"]["images_seen"]},
+                      "train_wall_s": {k: v["wall_s"] for k, v in runs.items()},
+                      "ap50_by_height": {k: {h: round(v["ap50"], 4) for h, v in runs[k]["test"]["size"].items()}
+                                         for k in runs}},
+        "wall_s": round(time.time() - t_start, 1),
+    }
+    if args.mixed:
+        result["ap50_raw_mixed"] = ap("mixed")
+        result["ap50_refined_mixed"] = ap("mixed_refined")
+    atomic_write_json(RESULTS / "refine.json", result)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
