@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _detection_runs import RESULTS, VARIANTS, base_overrides, code_state, train_variants  # noqa: E402
+from _detection_runs import RESULTS, VARIANTS, base_overrides, train_variants  # noqa: E402
 
 from vision.utils.io import atomic_write_json  # noqa: E402
 
@@ -76,15 +76,23 @@ def train_refiner(scene_root: Path, n_train: int, args) -> dict:
                  "data.max_frames=400", f"model.mode={args.mode}", f"model.ngf={args.ngf}",
                  f"model.n_blocks={args.n_blocks}", f"model.lambda_self_reg={args.self_reg}",
                  "trainer.enable_progress_bar=false", "seed=0"]
+    from synthetic import __version__
+
+    # keyed by the refiner's own code and config (not by unrelated edits elsewhere in the repository), so an
+    # interrupted training continues from its last checkpoint
     code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((REPO / "synthetic" / "refine").glob("*.py")))
                           + (REPO / "conf" / "refine.yaml").read_bytes()).hexdigest()
-    key = hashlib.sha256(json.dumps([overrides, code_state(), code]).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps([overrides, code, __version__]).encode()).hexdigest()[:10]
     cache = RESULTS / f"refiner-run-{key}.json"
     if cache.is_file() and not args.fresh and Path(json.loads(cache.read_text())["checkpoint"]).is_file():
         _log(f"reusing the refiner from {cache.name}")
         return json.loads(cache.read_text())
     out = RESULTS / f"refiner-{key}"
-    cfg = _compose("refine", [*overrides, f"run_name=bench-refiner-{key}", f"paths.output_dir={out}",
+    last = out / "checkpoints" / "last.ckpt"
+    resume = [f"resume={last}"] if last.is_file() and not args.fresh else []  # an interrupted run continues
+    if resume:
+        _log(f"continuing the interrupted refiner training from {last}")
+    cfg = _compose("refine", [*overrides, *resume, f"run_name=bench-refiner-{key}", f"paths.output_dir={out}",
                               f"paths.work_dir={REPO}"])
     _log(f"training the refiner ({args.mode}, {args.refiner_epochs} x {args.refiner_steps} steps)")
     t0 = time.time()
