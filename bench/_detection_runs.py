@@ -22,6 +22,9 @@ VARIANTS = {  # the data each variant trains on (same steps, same batch size, sa
     "real_only": ["data=people_real"],
     "synthetic_only": ["data=people_mixed", "data.mix.synthetic_fraction=1.0"],
     "mixed": ["data=people_mixed", "data.mix.synthetic_fraction=0.5"],
+    # the engine with real-appearance people (cut-out MARS crops) instead of procedural ones
+    "synthetic_sprites_only": ["data=people_mixed_sprites", "data.mix.synthetic_fraction=1.0"],
+    "mixed_sprites": ["data=people_mixed_sprites", "data.mix.synthetic_fraction=0.5"],
 }
 
 
@@ -58,38 +61,50 @@ def shared_data_present() -> str | None:
     return None
 
 
-def train_variants(test_scene: str = "tud_campus", epochs: int = 8, steps: int = 40, size: int = 320,
-                   extra: list[str] | None = None, variants: list[str] | None = None,
-                   fresh: bool = False) -> dict[str, dict]:
-    """Train (or reuse) each variant; returns {variant: {run.json contents, "wall_s", "overrides"}}."""
+def train_cached(prefix: str, name: str, overrides: list[str], images_seen: int, fresh: bool = False,
+                 **record) -> dict:
+    """Train one bench run (``python train.py`` with ``overrides``), or reuse it: runs are cached under
+    bench/results/ by a hash of the overrides and the code state. Returns the run's ``run.json``
+    contents plus ``wall_s``, ``overrides``, ``variant``, ``images_seen`` and ``record``."""
     from hydra import compose, initialize_config_dir
 
     import vision.config  # noqa: F401 - resolvers
     from vision.training import run as run_train
     from vision.utils.io import atomic_write_json
 
-    extra = list(extra or [])
-    out: dict[str, dict] = {}
     RESULTS.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps([overrides, code_state()]).encode()).hexdigest()[:10]
+    cache = RESULTS / f"{prefix}-run-{name}-{key}.json"
+    if cache.is_file() and not fresh:
+        print(f"[bench] reusing {name} from {cache.name}", file=sys.stderr)
+        return json.loads(cache.read_text())
+    run_dir = RESULTS / f"{prefix}-{name}-{key}"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"run_name=bench-{prefix}-{name}-{key}",
+                                          f"paths.output_dir={run_dir}"])
+        print(f"[bench] training {name}: {' '.join(overrides)}", file=sys.stderr, flush=True)
+        t0 = time.time()
+        run_train(cfg)
+        wall = time.time() - t0
+    run = json.loads((run_dir / "run.json").read_text())
+    rec = {**run, "wall_s": round(wall, 1), "overrides": overrides, "variant": name, "images_seen": images_seen,
+           **record}
+    atomic_write_json(cache, rec)
+    return rec
+
+
+def train_variants(test_scene: str = "tud_campus", epochs: int = 8, steps: int = 40, size: int = 320,
+                   extra: list[str] | None = None, variants: list[str] | None = None,
+                   fresh: bool = False) -> dict[str, dict]:
+    """Train (or reuse) each variant; returns {variant: {run.json contents, "wall_s", "overrides"}}."""
+    from hydra import compose, initialize_config_dir
+
+    batch = None
+    out: dict[str, dict] = {}
     for name in variants or list(VARIANTS):
-        overrides = base_overrides(test_scene, epochs, steps, size, extra) + VARIANTS[name]
-        key = hashlib.sha256(json.dumps([overrides, code_state()]).encode()).hexdigest()[:10]
-        cache = RESULTS / f"detection-run-{name}-{key}.json"
-        if cache.is_file() and not fresh:
-            out[name] = json.loads(cache.read_text())
-            print(f"[bench] reusing {name} from {cache.name}", file=sys.stderr)
-            continue
-        run_dir = RESULTS / f"detection-{name}-{key}"
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"run_name=bench-{name}-{key}",
-                                              f"paths.output_dir={run_dir}"])
-            print(f"[bench] training {name}: {' '.join(overrides)}", file=sys.stderr, flush=True)
-            t0 = time.time()
-            run_train(cfg)
-            wall = time.time() - t0
-        run = json.loads((run_dir / "run.json").read_text())
-        rec = {**run, "wall_s": round(wall, 1), "overrides": overrides, "variant": name, "test_scene": test_scene,
-               "images_seen": epochs * steps * int(cfg.data.batch_size)}
-        atomic_write_json(cache, rec)
-        out[name] = rec
+        overrides = base_overrides(test_scene, epochs, steps, size, list(extra or [])) + VARIANTS[name]
+        if batch is None:
+            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+                batch = int(compose("train", overrides=overrides).data.batch_size)
+        out[name] = train_cached("detection", name, overrides, epochs * steps * batch, fresh, test_scene=test_scene)
     return out

@@ -1,14 +1,18 @@
 """Benchmark of the re-identification recipe: held-out real Market-1501 mini identities, PyTorch vs ONNX
 fp32 / int8, runtime embeddings per second, and what synthetic identities add to the tiny real set.
 
-Two embedders are trained under the same budget (same steps, same P x K batch, same model, same input
+Three embedders are trained under the same budget (same steps, same P x K batch, same model, same input
 size): ``real_only`` on the 13 Market-1501 mini training identities, ``mixed`` on those plus the scene
-engine's synthetic identities (``data.mix.synthetic_fraction`` of the P identities of every batch). Both are
+engine's synthetic identities (``data.mix.synthetic_fraction`` of the P identities of every batch), and
+``mixed_sprites`` with synthetic identities that wear recoloured real MARS crops (the Market query
+identities excluded; skipped without ../shared/data/mars_mini). All are
 judged on the held-out real Market-1501 mini identities (its own query / bounding_box_test split: 19
 queries) with the **last checkpoint**, never the best-by-validation one: the real validation set would be
 3 held-out identities, which saturates at once (rank-1 1.0 after an epoch) and selects noise, and the
 real-only run has no other validation (it trains on every real training identity and its validation
-is flagged val_is_test, used for nothing). Note the granularity: one of 19 queries is 5.3 points of rank-1.
+is flagged val_is_test, used for nothing). Note the granularity: one of 19 queries is 5.3 points of rank-1. ``mars_held_out`` adds
+a second real test: MARS mini tracklets of the 7 Market query identities it also holds (no variant trains
+on them), every sampled crop a query, matches only in another camera (24 queries).
 
 The mixed model is exported (fp32 + int8, batch ``--export-batch``, int8 calibrated on identity-balanced
 training crops) through the embedding parity gate; rank-1 / mAP / mINP of PyTorch, ONNX fp32 and int8 come
@@ -25,7 +29,6 @@ JSON line last and writes bench/results/reid.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -35,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _detection_runs import code_state  # noqa: E402
+from _detection_runs import train_cached  # noqa: E402
 from vision.utils.io import atomic_write_json  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -43,6 +46,8 @@ REAL = "market1501_mini"
 VARIANTS = {  # the data each variant trains on (same steps, same batch, same model)
     "real_only": ["data=market1501_mini", "data.split.val_identities=0"],
     "mixed": ["data=reid_mixed", "data.mix.synthetic_fraction=0.5"],
+    # synthetic identities wearing recoloured real crops (MARS, test identities excluded)
+    "mixed_sprites": ["data=reid_mixed_sprites", "data.mix.synthetic_fraction=0.5"],
 }
 
 
@@ -53,37 +58,11 @@ def base_overrides(epochs: int, steps: int, batch: int, size: list[int], extra: 
 
 
 def train_variants(epochs: int, steps: int, batch: int, size: list[int], extra: list[str],
-                   fresh: bool = False) -> dict[str, dict]:
+                   fresh: bool = False, variants: list[str] | None = None) -> dict[str, dict]:
     """Train (or reuse) each variant; returns {variant: {run.json contents, "wall_s", "overrides"}}."""
-    from hydra import compose, initialize_config_dir
-
-    import vision.config  # noqa: F401 - resolvers
-    from vision.training import run as run_train
-
-    out: dict[str, dict] = {}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name, data in VARIANTS.items():
-        overrides = base_overrides(epochs, steps, batch, size, extra) + data
-        key = hashlib.sha256(json.dumps([overrides, code_state()]).encode()).hexdigest()[:10]
-        cache = RESULTS / f"reid-run-{name}-{key}.json"
-        if cache.is_file() and not fresh:
-            out[name] = json.loads(cache.read_text())
-            print(f"[bench] reusing {name} from {cache.name}", file=sys.stderr)
-            continue
-        run_dir = RESULTS / f"reid-{name}-{key}"
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"run_name=bench-reid-{name}-{key}",
-                                              f"paths.output_dir={run_dir}"])
-            print(f"[bench] training {name}: {' '.join(overrides)}", file=sys.stderr, flush=True)
-            t0 = time.time()
-            run_train(cfg)
-            wall = time.time() - t0
-        run = json.loads((run_dir / "run.json").read_text())
-        rec = {**run, "wall_s": round(wall, 1), "overrides": overrides, "variant": name,
-               "images_seen": epochs * steps * batch}
-        atomic_write_json(cache, rec)
-        out[name] = rec
-    return out
+    return {name: train_cached("reid", name, base_overrides(epochs, steps, batch, size, extra) + VARIANTS[name],
+                               epochs * steps * batch, fresh)
+            for name in variants or list(VARIANTS)}
 
 
 def evaluate_last(run: dict) -> dict:
@@ -99,6 +78,41 @@ def evaluate_last(run: dict) -> dict:
                           bool(cfg.task.get("exclude_same_camera", True)))
     return {"real": res["by_source"][REAL], "all": {k: v for k, v in res.items() if k != "by_source"},
             "epoch": int(ckpt.get("epoch", -1)), "global_step": int(ckpt.get("global_step", -1))}
+
+
+# The Market-1501 mini query identities that MARS mini also holds: no variant trains on them (the sprite
+# variant excludes them from its crops), so their MARS tracklets are a second, larger real test set.
+MARS_HELD_OUT = ("0005", "0009", "0013", "0015", "0019", "0021", "0025")
+
+
+def evaluate_mars_held_out(run: dict, per_tracklet: int = 6) -> dict | None:
+    """The Market protocol on MARS tracklets of identities no variant trained on: ``per_tracklet`` crops of
+    each tracklet, every one a query against all of them as the gallery. Same-identity same-camera gallery
+    crops are excluded (the query's own tracklet too), so each query must be found in another camera;
+    identities seen by one camera only are distractors in the gallery."""
+    from vision.checkpointing import load_checkpoint
+    from vision.data.reid import MarsSource, ReidDataset
+    from vision.export.pipeline import rebuild
+    from vision.export.reid import eval_labels, market_protocol, torch_embeddings
+
+    root = REPO.parent / "shared" / "data" / "mars_mini"
+    if not root.is_dir():
+        return None
+    samples = [s for s in MarsSource(str(root), verify_checksums=False, max_per_tracklet=per_tracklet).load()
+               if s.meta["identity"] in MARS_HELD_OUT]
+    cams: dict[str, set] = {}
+    for s in samples:
+        cams.setdefault(s.meta["identity"], set()).add(s.meta["camera"])
+    queries = [s for s in samples if len(cams[s.meta["identity"]]) > 1]
+    gallery = samples
+    model, dm, _ = rebuild(load_checkpoint(run["last_checkpoint"]))
+    ds = ReidDataset(queries + gallery, dm.spec, {c: i for i, c in enumerate(sorted({s.label for s in samples}))},
+                     camera_index={c: i for i, c in enumerate(sorted({f"{s.source}:{s.meta['camera']}"
+                                                                      for s in samples}))},
+                     roles=[0] * len(queries) + [1] * len(gallery))
+    res = market_protocol(torch_embeddings(model, ds), eval_labels(ds), True, by_source=False)
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k in
+            ("rank1", "rank5", "map", "minp", "num_queries", "num_valid", "num_gallery")}
 
 
 def embed_speed(bundle, precision: str, crops: list, threads: int = 2, rounds: int = 3) -> dict:
@@ -136,7 +150,9 @@ def main(argv: list[str]) -> dict:
     from vision.export.pipeline import rebuild
 
     t_all = time.time()
-    runs = train_variants(args.epochs, args.steps, args.batch, args.size, extra, fresh=args.fresh)
+    mars = (REPO.parent / "shared" / "data" / "mars_mini").is_dir()
+    runs = train_variants(args.epochs, args.steps, args.batch, args.size, extra, fresh=args.fresh,
+                          variants=[v for v in VARIANTS if mars or v != "mixed_sprites"])
     evals = {name: evaluate_last(run) for name, run in runs.items()}
 
     mixed = runs["mixed"]
@@ -182,6 +198,9 @@ def main(argv: list[str]) -> dict:
         "map_mixed": round(evals["mixed"]["real"]["map"], 4),
         "minp_real_only": round(evals["real_only"]["real"]["minp"], 4),
         "minp_mixed": round(evals["mixed"]["real"]["minp"], 4),
+        **{f"{m}_mixed_sprites": round(evals["mixed_sprites"]["real"][m], 4)
+           for m in ("rank1", "map", "minp") if "mixed_sprites" in evals},
+        "mars_held_out": {name: evaluate_mars_held_out(run) for name, run in runs.items()},
         "real_test": {"queries": evals["mixed"]["real"]["num_queries"], "valid_queries": evals["mixed"]["real"]["num_valid"],
                       "gallery": evals["mixed"]["real"]["num_gallery"]},
         "cosine_fp32": round(parity["onnx_fp32"]["mean_cosine"], 6),

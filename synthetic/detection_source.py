@@ -64,7 +64,8 @@ class SceneDetectionSource:
                  crowd_density: Sequence[float] = (0.5, 4.0), num_vehicles: Sequence[int] = (0, 6),
                  fps: float = 2.0, world_size: float = 50.0, camera_ranges: Mapping[str, Any] | None = None,
                  randomization: Mapping[str, Any] | None = None, label_map: Mapping[str, str | None] | None = None,
-                 min_visible_fraction: float = 0.2, name: str = "synthetic_scenes", progress: bool = True) -> None:
+                 min_visible_fraction: float = 0.2, name: str = "synthetic_scenes", progress: bool = True,
+                 person_sprites: Mapping[str, Any] | None = None) -> None:
         from synthetic import __version__
 
         if scenes < 1 or cameras < 1 or frames < 1:
@@ -80,6 +81,12 @@ class SceneDetectionSource:
             "fps": float(fps), "world_size": float(world_size), "camera_ranges": dict(_plain(camera_ranges) or {}),
             "randomization": dict(_plain(randomization) or {}),
         }
+        self._sprites = None
+        if person_sprites is not None:  # real-appearance people; the key covers the crops' names and sizes
+            from synthetic.sources import PersonSprites
+
+            self._sprites = PersonSprites(person_sprites, cache_dir, name)
+            self.params["person_sprites"] = self._sprites.params
         self.label_map = dict(DEFAULT_LABEL_MAP if label_map is None else _plain(label_map))
         self.min_visible_fraction = float(min_visible_fraction)
         self.progress = progress
@@ -102,7 +109,8 @@ class SceneDetectionSource:
                               duration=p["frames"], fps=p["fps"],
                               world_size=p.get("world_size", 50.0), surface=surface, crowd_density=round(density, 3),
                               num_vehicles=vehicles, camera_ranges=dict(p["camera_ranges"]),
-                              randomization=dict(p["randomization"]))
+                              randomization=dict(p["randomization"]),
+                              person_sprites=dict(self._sprites.scene) if self._sprites else None)
             try:
                 out.append(cfg.validate())
             except ValueError as e:
@@ -138,7 +146,8 @@ class SceneDetectionSource:
                     merged["images"].append({**im, "id": new_id, "file_name": f"{sub}/{im['file_name']}",
                                              "scene": i, "scene_seed": cfg.seed, "surface": cfg.surface,
                                              "crowd_density": cfg.crowd_density, "condition": condition_of(params),
-                                             "generator_version": self.version, "licence": "generated"})
+                                             "generator_version": self.version,
+                                             "licence": self._licence()})
                 for a in doc["annotations"]:
                     merged["annotations"].append({**a, "id": len(merged["annotations"]) + 1,
                                                   "image_id": id_map[a["image_id"]]})
@@ -158,6 +167,11 @@ class SceneDetectionSource:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return self.root
+
+    def _licence(self) -> str:
+        from synthetic.sources import PersonSprites
+
+        return PersonSprites.licence(self._sprites)
 
     def load(self) -> list[DetectionSample]:
         from vision.data.boxes import Box
@@ -187,6 +201,6 @@ class SceneDetectionSource:
         doc = json.loads((self.root / "annotations.json").read_text())
         n_img, n_box = len(doc["images"]), len(doc["annotations"])
         return {"name": self.name, "task": "detection", "source": f"synthetic.scene {self.version}",
-                "licence": "generated", "real": False, "format": "COCO (scene engine)",
+                "licence": self._licence(), "real": False, "format": "COCO (scene engine)",
                 "counts": {"images": n_img, "boxes": n_box}, "generation": self.params,
                 "label_map": self.label_map, "location": {"local": str(self.root)}}

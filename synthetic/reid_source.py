@@ -35,7 +35,7 @@ class SyntheticReidSource:
                  crowd_density: float = 5.0, randomize_per: str = "sequence",
                  randomization: dict[str, Any] | None = None, min_visible: float = 0.6, min_height: float = 64.0,
                  max_truncation: float = 0.1, train_fraction: float = 0.5, name: str = "reid_synthetic",
-                 progress: bool = False, policy: str = "error") -> None:
+                 progress: bool = False, policy: str = "error", person_sprites: dict[str, Any] | None = None) -> None:
         from synthetic import __version__
 
         if scenes < 1:
@@ -51,6 +51,12 @@ class SyntheticReidSource:
             "writer": {"min_visible": float(min_visible), "min_height": float(min_height),
                        "max_truncation": float(max_truncation), "train_fraction": float(train_fraction)},
         }
+        self._sprites = None
+        if person_sprites is not None:  # real-appearance people (recoloured: many identities per tracklet)
+            from synthetic.sources import PersonSprites
+
+            self._sprites = PersonSprites(person_sprites, cache_dir, name)
+            self.params["person_sprites"] = self._sprites.params
         digest = hashlib.sha256(json.dumps({"version": __version__, **self.params}, sort_keys=True).encode())
         self.root = Path(cache_dir).expanduser() / f"v{__version__}-{digest.hexdigest()[:12]}"
         self.name = name
@@ -68,12 +74,19 @@ class SyntheticReidSource:
             cfg = SceneConfig(seed=p["seed"] + i, cameras=p["cameras"], resolution=tuple(p["resolution"]),
                               duration=p["duration"], fps=p["fps"], surface=p["surfaces"][i % len(p["surfaces"])],
                               world_size=p["world_size"], crowd_density=p["crowd_density"], num_vehicles=0,
-                              randomization=p["randomization"], randomize_per=p["randomize_per"])
+                              randomization=p["randomization"], randomize_per=p["randomize_per"],
+                              person_sprites=dict(self._sprites.scene) if self._sprites else None)
             try:
                 out.append(cfg.validate())
             except ValueError as e:
                 raise DataError(f"reid_synthetic scene {i}: {e}") from e
         return out
+
+    @property
+    def licence(self) -> str:
+        from synthetic.sources import PersonSprites
+
+        return PersonSprites.licence(self._sprites)
 
     def ensure(self) -> Path:
         """Generate the crops unless this exact parameter set is cached already."""
@@ -88,7 +101,8 @@ class SyntheticReidSource:
                     out = write_reid(cfg, tmp / f"scene{i:02d}", progress=self.progress, **self.params["writer"])
                     counts[f"scene{i:02d}"] = (yaml.safe_load((out / "card.yaml").read_text()) or {}).get("counts")
                 card = {"name": self.name, "task": "reid", "source": f"synthetic.scene {self.version}",
-                        "generator": "synthetic.scene", "generator_version": self.version, "licence": "generated",
+                        "generator": "synthetic.scene", "generator_version": self.version,
+                        "licence": self.licence,
                         "real": False, "format": "Market-1501 layout per scene (sceneNN/)",
                         "generation": self.params, "counts": counts}
                 (tmp / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
@@ -106,7 +120,7 @@ class SyntheticReidSource:
         for i in range(self.params["scenes"]):
             tag = f"s{i:02d}"
             reader = MarketSource(str(self.root / f"scene{i:02d}"), name=self.name, kind="synthetic",
-                                  policy=self.policy, validate_images=False, licence="generated")
+                                  policy=self.policy, validate_images=False, licence=self.licence)
             for s in reader.load():
                 ident, cam = s.meta["identity"], s.meta["camera"]
                 meta = {**s.meta, "identity": f"{tag}-{ident}", "camera": f"{tag}c{cam}", "scene": i,

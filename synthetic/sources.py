@@ -19,6 +19,35 @@ from vision.errors import DataError
 GENERATED_SCHEME = "generated://"
 
 
+class PersonSprites:
+    """A generated source's ``person_sprites`` option (real-appearance people, see
+    :mod:`synthetic.scene.sprites`), checked before anything is generated. ``params`` (with the crops'
+    fingerprint) belongs in the source's cache key; ``scene`` is what each ``SceneConfig`` gets."""
+
+    def __init__(self, person_sprites: Any, cache_dir: str, name: str) -> None:
+        from synthetic.detection_source import _plain
+        from synthetic.scene.sprites import sprite_tracks
+
+        ps = dict(_plain(person_sprites))
+        ps.setdefault("cache_dir", str(Path(cache_dir).expanduser() / "sprites"))
+        root = Path(str(ps.get("root", ""))).expanduser()
+        if not ps.get("root") or not root.is_dir():
+            raise DataError(f"{name}: person_sprites.root {ps.get('root')!r} is not a folder of person crops")
+        try:
+            _, fingerprint = sprite_tracks(root, int(ps.get("stride", 2)), ps.get("exclude", ()))
+        except ValueError as e:
+            raise DataError(f"{name}: {e}") from e
+        self.scene = ps
+        self.params = {**{k: v for k, v in ps.items() if k != "cache_dir"}, "fingerprint": fingerprint}
+
+    @staticmethod
+    def licence(sprites: "PersonSprites | None") -> str:
+        """``generated``, or with real-appearance people also the licence of their crops."""
+        from synthetic.scene.sprites import generated_licence
+
+        return generated_licence(sprites.scene if sprites is not None else None)
+
+
 class CameraHealthSource:
     """Camera-health frames (``synthetic.camera_health``)."""
 

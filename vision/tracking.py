@@ -114,7 +114,10 @@ class RunRecorder:
         return self.logger.experiment if self.logger else None
 
     def log_context(self, cfg: DictConfig, data_cards: list[dict[str, Any]], data_summary: dict[str, Any],
-                    files: dict[str, Path], resumed: bool) -> None:
+                    files: dict[str, Path], resumed: bool, task: str | None = None,
+                    tags: dict[str, str] | None = None) -> None:
+        """Params (once), git/task/data tags (``task`` defaults to the task class name; ``tags`` adds or
+        replaces tags), the resolved config, package versions, the data summary and cards, and ``files``."""
         if not self.logger:
             return
         client, rid = self.client, self.run_id
@@ -123,9 +126,10 @@ class RunRecorder:
             params = {k: str(v)[:6000] for k, v in _flatten(container).items() if not k.startswith("resume")}
             self.logger.log_hyperparams(params)
         git = git_state()
-        tags = {"git.commit": git["commit"], "git.dirty": git["dirty"], "task": str(cfg.task._target_).rsplit(".", 1)[-1],
+        tags = {"git.commit": git["commit"], "git.dirty": git["dirty"],
+                "task": task or str(cfg.task._target_).rsplit(".", 1)[-1],
                 "data.sources": ",".join(c["name"] for c in data_cards),
-                "data.licences": "; ".join(f"{c['name']}: {c.get('licence')}" for c in data_cards)}
+                "data.licences": "; ".join(f"{c['name']}: {c.get('licence')}" for c in data_cards), **(tags or {})}
         snaps = [c for c in data_cards if c.get("snapshot_id")]
         if snaps:  # curated snapshots (vision.data.snapshot): their names and immutable ids
             tags["data.snapshot"] = ",".join(str(c.get("snapshot") or c["name"]) for c in snaps)

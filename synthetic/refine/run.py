@@ -97,33 +97,13 @@ def _make_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
     return logger
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def _log_context(logger, cfg: DictConfig, data_summary: dict[str, Any], resumed: bool) -> None:
-    from vision.tracking import git_state, package_versions
+    from vision.tracking import RunRecorder
 
-    client, rid = logger.experiment, logger.run_id
-    container = OmegaConf.to_container(cfg, resolve=True)
-    if not resumed:  # MLflow params are immutable: once, at the start
-        logger.log_hyperparams({k: str(v)[:6000] for k, v in _flatten(container).items() if k != "resume"})
-    git = git_state()
-    tags = {"git.commit": git["commit"], "git.dirty": git["dirty"], "task": "refiner", "refiner.mode": cfg.model.mode,
-            "data.sources": ",".join(["synthetic:" + s for s in data_summary["synthetic"]["inputs"]]
-                                     + ["real:" + s for s in data_summary["real"]["inputs"]])[:5000]}
-    if resumed:
-        tags["resumed"] = "true"
-    for k, v in tags.items():
-        client.set_tag(rid, k, v)
-    client.log_text(rid, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
-    client.log_dict(rid, package_versions(), "environment/packages.json")
-    client.log_dict(rid, data_summary, "data/summary.json")
+    sources = ["synthetic:" + s for s in data_summary["synthetic"]["inputs"]]
+    sources += ["real:" + s for s in data_summary["real"]["inputs"]]
+    RunRecorder(logger).log_context(cfg, [], data_summary, {}, resumed, task="refiner",
+                                    tags={"refiner.mode": str(cfg.model.mode), "data.sources": ",".join(sources)[:5000]})
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

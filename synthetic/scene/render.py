@@ -19,9 +19,10 @@ import numpy as np
 
 from .agents import Person, Vehicle, person_skeletons, rider_skeleton
 from .camera import Camera
+from .sprites import SpriteBank, composite
 from .world import Prop, World
 
-__all__ = ["Light", "RenderResult", "render_frame", "agent_states"]
+__all__ = ["Light", "PersonSprites", "RenderResult", "render_frame", "agent_states"]
 
 _AA = cv2.LINE_AA
 _SHIFT = 4
@@ -127,6 +128,46 @@ class _Shapes:
                 pts, th = data
                 cv2.polylines(img, [pts], True, col, th, _AA, _SHIFT)
                 cv2.polylines(mask, [pts], True, ident, th, cv2.LINE_8, _SHIFT)
+
+
+class _SpriteShape:
+    """A real-appearance person (:mod:`synthetic.scene.sprites`) standing where the procedural body
+    would: the sprite's matte spans the body's projected height, its feet on the ground point."""
+
+    __slots__ = ("items", "x0", "y0", "x1", "y1", "sprite", "flip", "hue", "light", "box")
+
+    def __init__(self, body: _Shapes, sprite, flip: bool, hue: float, light, foot_x: float):
+        sh, sw = sprite.alpha.shape
+        h = max(1, int(round(body.y1 - body.y0)))
+        w = max(1, int(round(sw * h / sh)))
+        x0 = int(round(foot_x - w / 2.0))
+        y0 = int(round(body.y1)) - h
+        self.box = (x0, y0, w, h)
+        self.x0, self.y0, self.x1, self.y1 = float(x0), float(y0), float(x0 + w), float(y0 + h)
+        self.items = [sprite]
+        self.sprite, self.flip, self.hue = sprite, flip, hue
+        self.light = np.clip(np.asarray(light, np.float32), 0.0, 1.3)
+
+    def draw(self, img, mask, ident: int):
+        x0, y0, w, h = self.box
+        composite(img, mask, ident, self.sprite, x0, y0, w, h, self.light, self.flip, self.hue)
+
+
+class PersonSprites:
+    """Which people of a scene are drawn as real-appearance sprites: ``assign`` maps an identity to
+    ``(track, flip, hue_shift)`` in ``bank`` (see :class:`synthetic.scene.sprites.SpriteBank`)."""
+
+    def __init__(self, bank: SpriteBank, assign: dict):
+        self.bank = bank
+        self.assign = assign
+
+    def shape(self, p: Person, body: _Shapes, uv, walked: float, lit: "_Lighting", pos, C) -> _SpriteShape:
+        track, flip, hue = self.assign[p.identity]
+        base = lit.at(pos[0], pos[1])
+        to_cam = C[:2] - np.asarray(pos)
+        to_cam = to_cam / (np.linalg.norm(to_cam) + 1e-9)
+        light = lit.face(base, (to_cam[0] * 0.8, to_cam[1] * 0.8, 0.6))
+        return _SpriteShape(body, self.bank.frame(track, walked), flip, hue, light, float(uv[34][0]))
 
 
 def _shade(col, L):
@@ -617,7 +658,7 @@ def _shadow_hull(cam: Camera, G: np.ndarray):
 # --------------------------------------------------------------------------
 def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list[Vehicle], t: float,
                  light: Light, image_index: int = 0, need_depth: bool = False, hide: np.ndarray | None = None,
-                 states: dict | None = None) -> RenderResult:
+                 states: dict | None = None, sprites: PersonSprites | None = None) -> RenderResult:
     """Render camera ``cam`` at time ``t`` (seconds).
 
     Returns the RGB image, the instance mask and, for every agent whose amodal
@@ -636,7 +677,7 @@ def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list
     out of the visible pixels, boxes and fractions, each object then also gets
     ``fault_hidden_pixels`` (its pixels hidden that way), and they are 0 in
     the returned mask. ``states`` overrides people's positions (see
-    :func:`agent_states`).
+    :func:`agent_states`). ``sprites`` draws the people it assigns as real-appearance sprites.
     """
     W, H = cam.resolution
     F = cam.fx
@@ -727,6 +768,8 @@ def render_frame(world: World, cam: Camera, people: list[Person], vehicles: list
         if kind == 0:
             p, Pp, u, d = payload
             S = _person_shapes(p, u, d, Pp, F, C, lit, (Pp[34][0], Pp[34][1]), None)
+            if sprites is not None and p.identity in sprites.assign and S.items:
+                S = sprites.shape(p, S, u, pst[p.identity][3], lit, (Pp[34][0], Pp[34][1]), C)
             shadow_people.append(Pp)
             built.append((S, p.identity, "person", Pp[34], key))
         elif kind == 1:

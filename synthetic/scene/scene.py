@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -14,7 +16,8 @@ from .camera import MAX_HEIGHT_M, MAX_RESOLUTION, MIN_HEIGHT_M, MIN_RESOLUTION, 
 from .crowd import CrowdSim
 from .faults import CameraFault, fault_light
 from .randomize import apply_effects, light_from_params, sample_params, validate_ranges
-from .render import RenderResult, agent_states, render_frame
+from .render import PersonSprites, RenderResult, agent_states, render_frame
+from .sprites import load_sprite_bank
 from .world import DEFAULT_PROPS, PROP_KINDS, ROAD_HALF, SURFACES, World, list_background_images
 
 __all__ = ["SceneConfig", "Scene", "Frame", "DEFAULT_CAMERA_RANGES", "CATEGORIES"]
@@ -66,6 +69,19 @@ class SceneConfig:
     trajectories become routes they follow. Off: everyone follows the plan
     exactly (walking through each other and through props).
 
+    ``person_sprites``: draw people with real appearance, cut out of a
+    folder of person crops (:mod:`synthetic.scene.sprites`): ``root`` (the
+    folder), ``fraction`` (share of people on foot drawn that way, default
+    1.0), ``stride`` (every n-th crop of a tracklet, default 2), ``licence``
+    (the crops' licence, recorded with every frame) and ``cache_dir`` (where
+    the cut-out mattes are cached). Each such person keeps one crop
+    tracklet (played as it walks) in every frame and camera; its
+    annotations say which crops it wears (``appearance``). ``recolour``
+    (default false) turns each person's clothing colours by a random hue,
+    so one tracklet yields many distinct-looking people (synthetic re-id
+    identities); ``exclude`` lists file-name prefixes to leave out (e.g. the
+    identities of a test set).
+
     Camera faults (``randomization.camera_fault_prob`` > 0, names in
     ``randomization.camera_faults``) are recorded per frame as
     ``params["camera_fault"]`` (``none`` without one) with
@@ -94,6 +110,7 @@ class SceneConfig:
     background_dir: str | None = None
     start_time: float = 0.0
     collision_avoidance: bool = True
+    person_sprites: dict | None = None
 
     # ------------------------------------------------------------------
     def validate(self) -> "SceneConfig":
@@ -150,6 +167,26 @@ class SceneConfig:
             raise ValueError(f"{n}.collision_avoidance must be true or false, got {self.collision_avoidance!r}")
         if self.randomize_per not in ("frame", "sequence"):
             raise ValueError(f"{n}.randomize_per must be 'frame' or 'sequence', got {self.randomize_per!r}")
+        if self.person_sprites is not None:
+            ps = self.person_sprites
+            if not isinstance(ps, dict) or not isinstance(ps.get("root"), (str, os.PathLike)):
+                raise ValueError(f"{n}.person_sprites must be a dict with a 'root' folder of person crops, got {ps!r}")
+            unknown = sorted(set(ps) - {"root", "fraction", "stride", "licence", "cache_dir", "recolour", "exclude"})
+            if unknown:
+                raise ValueError(f"{n}.person_sprites has unknown key(s) {unknown}")
+            fr = ps.get("fraction", 1.0)
+            if not _is_num(fr) or not 0.0 <= fr <= 1.0:
+                raise ValueError(f"{n}.person_sprites.fraction must be in [0, 1], got {fr!r}")
+            st = ps.get("stride", 2)
+            if not _is_int(st) or st < 1:
+                raise ValueError(f"{n}.person_sprites.stride must be an int >= 1, got {st!r}")
+            if not isinstance(ps.get("recolour", False), bool):
+                raise ValueError(f"{n}.person_sprites.recolour must be true or false, got {ps['recolour']!r}")
+            ex = ps.get("exclude", [])
+            if not isinstance(ex, (list, tuple)) or not all(isinstance(e, str) for e in ex):
+                raise ValueError(f"{n}.person_sprites.exclude must be a list of file-name prefixes, got {ex!r}")
+            if not Path(ps["root"]).expanduser().is_dir():
+                raise ValueError(f"{n}.person_sprites.root {ps['root']} is not a folder of person crops")
         if self.background_dir is not None:
             if not isinstance(self.background_dir, (str, bytes)) and not hasattr(self.background_dir, "__fspath__"):
                 raise ValueError(f"{n}.background_dir must be a folder path, got {self.background_dir!r}")
@@ -303,6 +340,20 @@ class Scene:
         rng_a = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
         self.people, self.vehicles = populate(rng_a, self.world, config.crowd_density, config.num_vehicles,
                                               n_parked)
+        self.sprites = None
+        if config.person_sprites is not None:
+            ps = config.person_sprites
+            bank = load_sprite_bank(ps["root"], int(ps.get("stride", 2)), ps.get("cache_dir"), ps.get("licence"),
+                                    ps.get("exclude", ()))
+            rng_s = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(9,)))
+            assign = {}
+            for p in self.people:
+                pick = rng_s.random() < float(ps.get("fraction", 1.0))
+                track, flip = int(rng_s.integers(len(bank.tracks))), bool(rng_s.random() < 0.5)
+                hue = float(rng_s.uniform(0.0, 360.0))
+                if pick and p.riding is None:
+                    assign[p.identity] = (track, flip, round(hue, 2) if ps.get("recolour") else 0.0)
+            self.sprites = PersonSprites(bank, assign)
         self.crowd = None
         if config.collision_avoidance and any(p.riding is None for p in self.people):
             self.crowd = CrowdSim(self.people, self.world, self.vehicles, config.start_time, config.fps)
@@ -386,7 +437,15 @@ class Scene:
             states = self.crowd.states(frame_index) if self.crowd is not None else None
             res = render_frame(self.world, cam, self.people, self.vehicles, t, light,
                                image_index=self._bg_offset + camera_index, need_depth=need_depth,
-                               hide=fault.hidden if fault is not None else None, states=states)
+                               hide=fault.hidden if fault is not None else None, states=states,
+                               sprites=self.sprites)
+            if self.sprites is not None:
+                for o in res.objects:
+                    a = self.sprites.assign.get(o["identity"]) if o["category"] == "person" else None
+                    if a is not None:
+                        o["appearance"] = self.sprites.bank.sprites[self.sprites.bank.tracks[a[0]][0]].file
+                        if a[2]:
+                            o["appearance_hue_shift"] = a[2]
         rng_e = np.random.default_rng(np.random.SeedSequence(c.seed, spawn_key=(4, camera_index, frame_index)))
         img = apply_effects(res.image, params, rng_e, res.depth, res.headlights, fault)
         objects, mask = res.objects, res.mask
@@ -396,6 +455,8 @@ class Scene:
             if fault.labels == "dropped":
                 objects = []
                 mask[:] = 0
+        if self.sprites is not None:
+            params["person_sprites"] = self.sprites.bank.describe()
         params = {"camera": camera_index + 1, "frame": int(frame_index), "time": round(t, 6), **params,
                   "headlights_visible": len(res.headlights), "calibration": cam.to_dict()}
         return Frame(camera_index + 1, int(frame_index), round(t, 6), img, objects, params,

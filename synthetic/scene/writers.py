@@ -40,6 +40,7 @@ from tqdm import tqdm
 from synthetic import __version__ as GENERATOR_VERSION
 
 from .scene import CATEGORIES, Frame, Scene, SceneConfig
+from .sprites import generated_licence
 
 __all__ = [
     "GENERATOR_NAME", "GENERATOR_VERSION", "CATEGORY_IDS", "CocoSink", "MotSink", "MarketSink", "write_coco",
@@ -146,6 +147,7 @@ class CocoSink(_Sink):
                 "truncation": o["truncation"], "pixel_height": o["pixel_height"],
                 "amodal_bbox": _xywh(o["bbox_amodal"]), "visibility": o["visibility"],
                 "distance": o["distance"], "world_position": o["world_position"],
+                **{k: o[k] for k in ("appearance", "appearance_hue_shift") if k in o},
             })
         return [{"file": rel, "camera": frame.camera, "frame": frame.index, "params": frame.params}]
 
@@ -394,6 +396,7 @@ def _write(source, out_dir, formats, nested: bool, progress: bool, sink_kw: dict
             s.begin(tmp / f if nested else tmp)
             sinks.append((f, s))
         seed = scene.config.seed
+        licence = generated_licence(scene.config.person_sprites)
         prov_path = tmp / "provenance.jsonl"
         need_jpeg = any(f in ("coco", "mot") for f in formats)
         with open(prov_path, "w", encoding="utf-8", newline="\n") as prov, tqdm(
@@ -403,7 +406,7 @@ def _write(source, out_dir, formats, nested: bool, progress: bool, sink_kw: dict
             def emit(prefix, recs):
                 for r in recs:
                     rec = {"file": (f"{prefix}/" if prefix else "") + r.pop("file"), "generator": GENERATOR_NAME,
-                           "generator_version": GENERATOR_VERSION, "seed": seed, "licence": "generated", **r}
+                           "generator_version": GENERATOR_VERSION, "seed": seed, "licence": licence, **r}
                     prov.write(json.dumps(rec, sort_keys=True, ensure_ascii=True) + "\n")
 
             for frame in scene.frames(with_mask=False):
@@ -421,7 +424,8 @@ def _write(source, out_dir, formats, nested: bool, progress: bool, sink_kw: dict
             "source": f"{GENERATOR_NAME} {GENERATOR_VERSION}",
             "generator": GENERATOR_NAME,
             "generator_version": GENERATOR_VERSION,
-            "licence": "generated",
+            "licence": licence,
+            "real": False,
             "format": {f: s.format for f, s in sinks} if nested else sinks[0][1].format,
             "layout": {f: f + "/" for f, _ in sinks} if nested else "./",
             "categories": {c: CATEGORY_IDS[c] for c in CATEGORIES},

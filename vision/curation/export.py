@@ -164,24 +164,22 @@ def export_snapshot(collection, name: str, root: str | os.PathLike = "snapshots"
     left_out: dict[str, Any] = {}
     samples: list = []
     isamples: list = []
+
+    def labelled(field: str, fmts: list[str], convert, what: str) -> list:
+        view, missing = _view_ids(collection, field)
+        out = convert(view, field)
+        if not out:
+            raise DataError(f"snapshot {name!r}: no sample of the view has {what} (formats {fmts})"
+                            + ("; use formats market / classes for image-level labels" if fmts is det_formats else ""))
+        if missing:
+            left_out[field] = {"formats": fmts, "count": len(missing), "keys": sorted(missing),
+                               "reason": f"no {field} field"}
+        return out
+
     if det_formats:
-        view, missing = _view_ids(collection, label_field)
-        samples = to_detection_samples(view, label_field)
-        if not samples:
-            raise DataError(f"snapshot {name!r}: no sample of the view has {label_field!r} detections (formats "
-                            f"{det_formats}); use formats market / classes for image-level labels")
-        if missing:
-            left_out[label_field] = {"formats": det_formats, "count": len(missing), "keys": sorted(missing),
-                                     "reason": f"no {label_field} field"}
+        samples = labelled(label_field, det_formats, to_detection_samples, f"{label_field!r} detections")
     if img_formats:
-        view, missing = _view_ids(collection, class_field)
-        isamples = to_samples(view, class_field)
-        if not isamples:
-            raise DataError(f"snapshot {name!r}: no sample of the view has a {class_field!r} label (formats "
-                            f"{img_formats})")
-        if missing:
-            left_out[class_field] = {"formats": img_formats, "count": len(missing), "keys": sorted(missing),
-                                     "reason": f"no {class_field} field"}
+        isamples = labelled(class_field, img_formats, to_samples, f"a {class_field!r} label")
     seen = list(classes) if classes else list(collection._dataset.default_classes or [])
     labels = Counter(b.label for s in samples for b in s.boxes)
     if classes:

@@ -490,20 +490,7 @@ def load_samples(dataset_name: str, samples: Iterable[DetectionSample | Sample],
         dataset.merge_samples(update, key_field="key", insert_new=False, merge_lists=False, progress=False)
         rep.updated = len(update)
     del new, new_labels, update  # (in-memory samples would otherwise be reloaded one by one below)
-    classes = list(dataset.default_classes or [])
-    for lab in labels:
-        if lab not in classes:
-            classes.append(lab)
-    if classes != list(dataset.default_classes or []):
-        dataset.default_classes = classes
-    dataset.reload()
-    reports = list(dataset.info.get("load_reports", []))
-    reports.append(rep.to_dict())
-    dataset.info["load_reports"] = reports[-100:]
-    dataset.save()
-    if report is not None:
-        atomic_write_json(report, rep.to_dict())
-    return rep
+    return _finish_load(dataset, labels, rep, report)
 
 
 def load_source(dataset_name: str, path: str | os.PathLike, format: str = "auto", *, name: str | None = None,
@@ -638,10 +625,15 @@ def load_mot_video(dataset_name: str, path: str | os.PathLike, *, video_dir: str
         else:
             rep.added = 1
         dataset.add_sample(sample)
-    labels = sorted({b.label for s in samples for b in s.boxes})
+    return _finish_load(dataset, sorted({b.label for s in samples for b in s.boxes}), rep, report)
+
+
+def _finish_load(dataset, labels, rep, report):
+    """After a load: new labels join the dataset's classes, the report joins its last 100 load reports
+    (and ``report``, a file, when given)."""
     classes = list(dataset.default_classes or [])
     if any(lab not in classes for lab in labels):
-        dataset.default_classes = classes + [lab for lab in labels if lab not in classes]
+        dataset.default_classes = classes + [lab for lab in dict.fromkeys(labels) if lab not in classes]
     dataset.reload()
     reports = list(dataset.info.get("load_reports", []))
     reports.append(rep.to_dict())
