@@ -54,6 +54,12 @@ def code_state() -> str:
     return f"{git('rev-parse', 'HEAD').strip()}+{hashlib.sha256(diff.encode()).hexdigest()[:12]}+{synthetic_version}"
 
 
+def available_variants() -> list[str]:
+    """Every variant, less the real-appearance ones when ../shared/data/mars_mini (their crops) is absent."""
+    mars = (REPO.parent / "shared" / "data" / "mars_mini").is_dir()
+    return [v for v in VARIANTS if mars or "sprites" not in v]
+
+
 def shared_data_present() -> str | None:
     for name in SCENES:
         if not (REPO.parent / "shared" / "data" / name).is_dir():
@@ -101,7 +107,7 @@ def train_variants(test_scene: str = "tud_campus", epochs: int = 8, steps: int =
 
     batch = None
     out: dict[str, dict] = {}
-    for name in variants or list(VARIANTS):
+    for name in variants or available_variants():
         overrides = base_overrides(test_scene, epochs, steps, size, list(extra or [])) + VARIANTS[name]
         if batch is None:
             with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

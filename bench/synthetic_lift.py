@@ -41,6 +41,8 @@ def main(argv: list[str]) -> dict:
         "ap_real_only": round(runs["real_only"]["test"]["ap"], 4),
         "ap_synthetic_only": round(runs["synthetic_only"]["test"]["ap"], 4),
         "ap_mixed": round(runs["mixed"]["test"]["ap"], 4),
+        **{f"{m}_{name}": round(runs[name]["test"][m], 4) for name in ("synthetic_sprites_only", "mixed_sprites")
+           if name in runs for m in ("ap50", "ap")},
         "test_scene": args.test_scene,
         "train_scene": "pets2009_s3mf1" if args.test_scene == "tud_campus" else "tud_campus",
         "images_seen_each": runs["mixed"]["images_seen"],

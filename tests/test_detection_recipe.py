@@ -243,7 +243,7 @@ def test_scene_source_from_the_hydra_config(tmp_path):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=detection", f"paths.cache_dir={tmp_path}"])
     src = instantiate(cfg.data.sources.synthetic)
-    assert src.params["camera_ranges"]["height"] == [2.5, 9.0]
+    assert src.params["camera_ranges"]["height"] == [2.5, 5.0]
     other = instantiate(cfg.data.sources.synthetic, camera_ranges={"height": [3.0, 9.0]})
     assert other.root != src.root and str(src.root).startswith(str(tmp_path))
 
