@@ -3,7 +3,9 @@ on TUD-Campus, a camera never seen in training.
 
 Trains real-only, synthetic-only and mixed detectors under one budget (bench/_detection_runs.py), and the
 same two with the engine's real-appearance people (MARS crops, when ../shared/data/mars_mini exists),
-exports the best mixed one (``exported_variant``: fp32 + int8, AP parity gate), and measures held-out AP50/AP of PyTorch, ONNX
+exports the mixed one with real-appearance people (the procedural mixed one without the MARS crops;
+``exported_variant``; chosen before any measurement, not by test AP) as fp32 + int8 through the AP
+parity gate, and measures held-out AP50/AP of PyTorch, ONNX
 fp32 and int8, training images/s, and the runtime's end-to-end frames/s (JPEG decode, letterbox,
 inference, decoding + NMS) for fp32 and int8 with 2 threads. Prints one JSON line last and writes
 bench/results/detect.json.
@@ -63,8 +65,8 @@ def main(argv: list[str]) -> dict:
     from vision.export.pipeline import run as run_export
 
     runs = train_variants(args.test_scene, args.epochs, args.steps, args.size, extra, fresh=args.fresh)
-    # the recipe's best data is exported: real + engine frames with real-appearance people where the
-    # crops exist, else real + procedural engine frames
+    # exported (chosen before measuring, never by test AP): real + engine frames with real-appearance
+    # people where the crops exist, else real + procedural engine frames
     exported = "mixed_sprites" if "mixed_sprites" in runs else "mixed"
     mixed = runs[exported]
     stamp = time.strftime("%Y%m%d-%H%M%S")

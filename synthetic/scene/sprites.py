@@ -85,8 +85,9 @@ def cut_out(bgr: np.ndarray) -> np.ndarray:
 
 
 def sprite_tracks(root: Path, stride: int, exclude: Sequence[str] = ()) -> tuple[dict[str, list[Path]], str]:
-    """The crops under ``root`` grouped into tracks (a MARS tracklet, or one file), and a fingerprint of
-    the crops used with ``stride`` (names and sizes: a changed folder gives a new fingerprint). Crops
+    """The crops under ``root`` used with ``stride`` (every n-th crop of a track), grouped into tracks (a
+    MARS tracklet, or one file) in name order, and their fingerprint (names and sizes: a changed folder
+    gives a new fingerprint). Crops
     whose file name starts with one of ``exclude`` (identity prefixes, e.g. a benchmark's test persons)
     are left out."""
     exclude = tuple(str(e) for e in exclude)
@@ -99,9 +100,10 @@ def sprite_tracks(root: Path, stride: int, exclude: Sequence[str] = ()) -> tuple
     for p in files:
         m = _MARS.match(p.stem)
         groups.setdefault(str(p.parent / m.group(1)) if m else str(p.with_suffix("")), []).append(p)
-    chosen = [f for key in sorted(groups) for f in groups[key][::stride]]
+    groups = {key: groups[key][::stride] for key in sorted(groups)}
     fingerprint = hashlib.sha256(json.dumps(
-        [_MATTE_VERSION, stride, sorted(exclude), [(str(p.relative_to(root)), p.stat().st_size) for p in chosen]]
+        [_MATTE_VERSION, stride, sorted(exclude),
+         [(str(p.relative_to(root)), p.stat().st_size) for track in groups.values() for p in track]]
     ).encode()).hexdigest()[:16]
     return groups, fingerprint
 
@@ -118,25 +120,36 @@ class SpriteBank:
             raise ValueError(f"person_sprites: stride must be an int >= 1, got {stride!r}")
         groups, self.fingerprint = sprite_tracks(self.root, stride, exclude)
         self.exclude = sorted(str(e) for e in exclude)
-        chosen = [f for key in sorted(groups) for f in groups[key][::stride]]
         self.licence = licence
         self.stride = stride
-        mattes = self._mattes(chosen, cache_dir)
+        cache = Path(cache_dir).expanduser() / f"sprites-{self.fingerprint}.npz" if cache_dir else None
+        cached = None
+        if cache is not None and cache.is_file():
+            with np.load(cache) as z:
+                cached = {n: z[f"m{i}"] for i, n in enumerate(json.loads(str(z["names"])))}
+        mattes: dict[str, np.ndarray] = {}
         self.sprites: list[Sprite] = []
         self.tracks: list[list[int]] = []
-        for key in sorted(groups):
+        for files in groups.values():
             track = []
-            for p in groups[key][::stride]:
+            for p in files:
                 rgb = self._read(p)
-                a = mattes[str(p.relative_to(self.root))]
+                rel = str(p.relative_to(self.root))
+                a = mattes[rel] = cached[rel] if cached is not None else cut_out(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 ys, xs = np.nonzero(a >= 128)
                 if len(ys) == 0:
                     raise ValueError(f"person_sprites: {p}: no person could be cut out of this crop")
                 y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
                 track.append(len(self.sprites))
                 self.sprites.append(Sprite(np.ascontiguousarray(rgb[y0:y1, x0:x1]),
-                                           np.ascontiguousarray(a[y0:y1, x0:x1]), str(p.relative_to(self.root))))
+                                           np.ascontiguousarray(a[y0:y1, x0:x1]), rel))
             self.tracks.append(track)
+        if cache is not None and cached is None:  # cut out once per folder fingerprint
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}.npz")
+            names = list(mattes)
+            np.savez_compressed(tmp, names=json.dumps(names), **{f"m{i}": mattes[n] for i, n in enumerate(names)})
+            os.replace(tmp, cache)
 
     @staticmethod
     def _read(p: Path) -> np.ndarray:
@@ -147,23 +160,6 @@ class SpriteBank:
             raise ValueError(f"person_sprites: {p}: crop {bgr.shape[1]}x{bgr.shape[0]} is too small for a sprite "
                              f"(at least 8x16 pixels)")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-    def _mattes(self, files: list[Path], cache_dir) -> dict[str, np.ndarray]:
-        cache = Path(cache_dir).expanduser() / f"sprites-{self.fingerprint}.npz" if cache_dir else None
-        if cache is not None and cache.is_file():
-            with np.load(cache) as z:
-                names = json.loads(str(z["names"]))
-                return {n: z[f"m{i}"] for i, n in enumerate(names)}
-        out = {}
-        for p in files:
-            out[str(p.relative_to(self.root))] = cut_out(cv2.cvtColor(self._read(p), cv2.COLOR_RGB2BGR))
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}.npz")
-            names = list(out)
-            np.savez_compressed(tmp, names=json.dumps(names), **{f"m{i}": out[n] for i, n in enumerate(names)})
-            os.replace(tmp, cache)
-        return out
 
     def __len__(self) -> int:
         return len(self.sprites)
