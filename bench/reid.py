@@ -66,7 +66,8 @@ def train_variants(epochs: int, steps: int, batch: int, size: list[int], extra: 
 
 
 def evaluate_last(run: dict) -> dict:
-    """The Market protocol on the real held-out identities with the run's last checkpoint (PyTorch)."""
+    """The Market protocol on the real held-out identities with the run's last checkpoint (PyTorch), and
+    :func:`evaluate_mars_held_out` with the same model."""
     from vision.checkpointing import load_checkpoint
     from vision.export.pipeline import rebuild
     from vision.export.reid import eval_labels, market_protocol, torch_embeddings
@@ -77,6 +78,7 @@ def evaluate_last(run: dict) -> dict:
     res = market_protocol(torch_embeddings(model, ds), eval_labels(ds),
                           bool(cfg.task.get("exclude_same_camera", True)))
     return {"real": res["by_source"][REAL], "all": {k: v for k, v in res.items() if k != "by_source"},
+            "mars_held_out": evaluate_mars_held_out(model, dm.spec),
             "epoch": int(ckpt.get("epoch", -1)), "global_step": int(ckpt.get("global_step", -1))}
 
 
@@ -85,14 +87,12 @@ def evaluate_last(run: dict) -> dict:
 MARS_HELD_OUT = ("0005", "0009", "0013", "0015", "0019", "0021", "0025")
 
 
-def evaluate_mars_held_out(run: dict, per_tracklet: int = 6) -> dict | None:
+def evaluate_mars_held_out(model, spec, per_tracklet: int = 6) -> dict | None:
     """The Market protocol on MARS tracklets of identities no variant trained on: ``per_tracklet`` crops of
     each tracklet, every one a query against all of them as the gallery. Same-identity same-camera gallery
     crops are excluded (the query's own tracklet too), so each query must be found in another camera;
     identities seen by one camera only are distractors in the gallery."""
-    from vision.checkpointing import load_checkpoint
     from vision.data.reid import MarsSource, ReidDataset
-    from vision.export.pipeline import rebuild
     from vision.export.reid import eval_labels, market_protocol, torch_embeddings
 
     root = REPO.parent / "shared" / "data" / "mars_mini"
@@ -105,8 +105,7 @@ def evaluate_mars_held_out(run: dict, per_tracklet: int = 6) -> dict | None:
         cams.setdefault(s.meta["identity"], set()).add(s.meta["camera"])
     queries = [s for s in samples if len(cams[s.meta["identity"]]) > 1]
     gallery = samples
-    model, dm, _ = rebuild(load_checkpoint(run["last_checkpoint"]))
-    ds = ReidDataset(queries + gallery, dm.spec, {c: i for i, c in enumerate(sorted({s.label for s in samples}))},
+    ds = ReidDataset(queries + gallery, spec, {c: i for i, c in enumerate(sorted({s.label for s in samples}))},
                      camera_index={c: i for i, c in enumerate(sorted({f"{s.source}:{s.meta['camera']}"
                                                                       for s in samples}))},
                      roles=[0] * len(queries) + [1] * len(gallery))
@@ -200,7 +199,7 @@ def main(argv: list[str]) -> dict:
         "minp_mixed": round(evals["mixed"]["real"]["minp"], 4),
         **{f"{m}_mixed_sprites": round(evals["mixed_sprites"]["real"][m], 4)
            for m in ("rank1", "map", "minp") if "mixed_sprites" in evals},
-        "mars_held_out": {name: evaluate_mars_held_out(run) for name, run in runs.items()},
+        "mars_held_out": {name: e["mars_held_out"] for name, e in evals.items()},
         "real_test": {"queries": evals["mixed"]["real"]["num_queries"], "valid_queries": evals["mixed"]["real"]["num_valid"],
                       "gallery": evals["mixed"]["real"]["num_gallery"]},
         "cosine_fp32": round(parity["onnx_fp32"]["mean_cosine"], 6),

@@ -82,11 +82,13 @@ class SceneDetectionSource:
             "randomization": dict(_plain(randomization) or {}),
         }
         self._sprites = None
+        self.licence = "generated"
         if person_sprites is not None:  # real-appearance people; the key covers the crops' names and sizes
             from synthetic.sources import PersonSprites
 
             self._sprites = PersonSprites(person_sprites, cache_dir, name)
             self.params["person_sprites"] = self._sprites.params
+            self.licence = self._sprites.licence
         self.label_map = dict(DEFAULT_LABEL_MAP if label_map is None else _plain(label_map))
         self.min_visible_fraction = float(min_visible_fraction)
         self.progress = progress
@@ -147,7 +149,7 @@ class SceneDetectionSource:
                                              "scene": i, "scene_seed": cfg.seed, "surface": cfg.surface,
                                              "crowd_density": cfg.crowd_density, "condition": condition_of(params),
                                              "generator_version": self.version,
-                                             "licence": self._licence()})
+                                             "licence": self.licence})
                 for a in doc["annotations"]:
                     merged["annotations"].append({**a, "id": len(merged["annotations"]) + 1,
                                                   "image_id": id_map[a["image_id"]]})
@@ -167,11 +169,6 @@ class SceneDetectionSource:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return self.root
-
-    def _licence(self) -> str:
-        from synthetic.sources import PersonSprites
-
-        return PersonSprites.licence(self._sprites)
 
     def load(self) -> list[DetectionSample]:
         from vision.data.boxes import Box
@@ -201,6 +198,6 @@ class SceneDetectionSource:
         doc = json.loads((self.root / "annotations.json").read_text())
         n_img, n_box = len(doc["images"]), len(doc["annotations"])
         return {"name": self.name, "task": "detection", "source": f"synthetic.scene {self.version}",
-                "licence": self._licence(), "real": False, "format": "COCO (scene engine)",
+                "licence": self.licence, "real": False, "format": "COCO (scene engine)",
                 "counts": {"images": n_img, "boxes": n_box}, "generation": self.params,
                 "label_map": self.label_map, "location": {"local": str(self.root)}}

@@ -52,11 +52,13 @@ class SyntheticReidSource:
                        "max_truncation": float(max_truncation), "train_fraction": float(train_fraction)},
         }
         self._sprites = None
+        self.licence = "generated"
         if person_sprites is not None:  # real-appearance people (recoloured: many identities per tracklet)
             from synthetic.sources import PersonSprites
 
             self._sprites = PersonSprites(person_sprites, cache_dir, name)
             self.params["person_sprites"] = self._sprites.params
+            self.licence = self._sprites.licence
         digest = hashlib.sha256(json.dumps({"version": __version__, **self.params}, sort_keys=True).encode())
         self.root = Path(cache_dir).expanduser() / f"v{__version__}-{digest.hexdigest()[:12]}"
         self.name = name
@@ -81,12 +83,6 @@ class SyntheticReidSource:
             except ValueError as e:
                 raise DataError(f"reid_synthetic scene {i}: {e}") from e
         return out
-
-    @property
-    def licence(self) -> str:
-        from synthetic.sources import PersonSprites
-
-        return PersonSprites.licence(self._sprites)
 
     def ensure(self) -> Path:
         """Generate the crops unless this exact parameter set is cached already."""

@@ -22,11 +22,12 @@ GENERATED_SCHEME = "generated://"
 class PersonSprites:
     """A generated source's ``person_sprites`` option (real-appearance people, see
     :mod:`synthetic.scene.sprites`), checked before anything is generated. ``params`` (with the crops'
-    fingerprint) belongs in the source's cache key; ``scene`` is what each ``SceneConfig`` gets."""
+    fingerprint) belongs in the source's cache key; ``scene`` is what each ``SceneConfig`` gets; ``licence``
+    is the generated data's licence."""
 
     def __init__(self, person_sprites: Any, cache_dir: str, name: str) -> None:
         from synthetic.detection_source import _plain
-        from synthetic.scene.sprites import sprite_tracks
+        from synthetic.scene.sprites import generated_licence, sprite_tracks
 
         ps = dict(_plain(person_sprites))
         ps.setdefault("cache_dir", str(Path(cache_dir).expanduser() / "sprites"))
@@ -39,13 +40,7 @@ class PersonSprites:
             raise DataError(f"{name}: {e}") from e
         self.scene = ps
         self.params = {**{k: v for k, v in ps.items() if k != "cache_dir"}, "fingerprint": fingerprint}
-
-    @staticmethod
-    def licence(sprites: "PersonSprites | None") -> str:
-        """``generated``, or with real-appearance people also the licence of their crops."""
-        from synthetic.scene.sprites import generated_licence
-
-        return generated_licence(sprites.scene if sprites is not None else None)
+        self.licence = generated_licence(ps)  # "generated; person appearance: <the crops' licence>"
 
 
 class CameraHealthSource:
