@@ -5,8 +5,8 @@
                                                                 # OpenCV (headless) and PyYAML come with it
 
 The wheel holds ``vision/__init__.py`` and ``vision/runtime/`` only (nothing of training, export or curation);
-its dependencies are exactly :data:`DEPENDENCIES`. Add ``mlflow-skinny`` on the device to load bundles by
-``models:/NAME@ALIAS`` from an MLflow server. The staging folder gets its own ``pyproject.toml`` and ``pip wheel
+its dependencies are exactly :data:`DEPENDENCIES`; bundles by ``models:/NAME@ALIAS`` load from an MLflow server
+(REST) or a local SQLite store without MLflow on the device. The staging folder gets its own ``pyproject.toml`` and ``pip wheel
 --no-deps`` builds it (with the setuptools of the running interpreter when it has one, so no download is needed).
 """
 from __future__ import annotations
@@ -23,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 NAME = "vision-runtime"
 DEPENDENCIES = ["numpy>=1.26", "onnxruntime>=1.20", "pillow>=10", "opencv-python-headless>=4.8", "pyyaml>=6"]
-EXTRAS = {"registry": ["mlflow-skinny>=3.0,<4"]}
-ALLOWED_IMPORTS = {"numpy", "onnxruntime", "PIL", "cv2", "yaml", "vision", "mlflow"}  # mlflow: lazily, optional
+ALLOWED_IMPORTS = {"numpy", "onnxruntime", "PIL", "cv2", "yaml", "vision"}
 
 PYPROJECT = """[build-system]
 requires = ["setuptools>=68"]
@@ -37,9 +36,6 @@ description = "Torch-free reference runtime for vision-toolkit edge bundles (ONN
 readme = "README.md"
 requires-python = ">=3.10"
 dependencies = {deps}
-
-[project.optional-dependencies]
-{extras}
 
 [project.scripts]
 vision-runtime = "vision.runtime.__main__:main"
@@ -56,7 +52,7 @@ sha256 per file and an integrity hash) with numpy, ONNX Runtime, Pillow, OpenCV 
 
     python -m vision.runtime BUNDLE_DIR images/ --out results.jsonl
     python -m vision.runtime BUNDLE_DIR clip.mp4 --out dets.jsonl --privacy
-    python -m vision.runtime models:/NAME@production img.jpg --tracking-uri http://mlflow:5000   # extra [registry]
+    python -m vision.runtime models:/NAME@production img.jpg --tracking-uri http://mlflow:5000
 """
 
 
@@ -96,9 +92,8 @@ def stage(dest: Path) -> Path:
     (dest / "vision" / "runtime").mkdir(parents=True)
     for f in files:
         shutil.copy2(f, dest / f.relative_to(REPO))
-    extras = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in EXTRAS.items())
     (dest / "pyproject.toml").write_text(PYPROJECT.format(name=NAME, version=_version(),
-                                                          deps=repr(DEPENDENCIES).replace("'", '"'), extras=extras))
+                                                          deps=repr(DEPENDENCIES).replace("'", '"')))
     (dest / "README.md").write_text(README)
     return dest
 

@@ -431,12 +431,10 @@ def test_runtime_modules_do_not_import_torch(det_bundle, tmp_path):
 
 def test_runtime_imports_only_its_dependencies():
     """Every import in vision/runtime is the standard library, numpy, onnxruntime, Pillow, cv2, yaml
-    or vision.runtime itself (never torch, never the rest of vision); MLflow only inside the functions of
-    registry.py (loading ``models:/`` URIs, the wheel's optional ``registry`` extra)."""
+    or vision.runtime itself (never torch, never MLflow, never the rest of vision)."""
     import ast
 
     allowed = {"numpy", "onnxruntime", "PIL", "cv2", "yaml"}
-    optional = {"registry.py": {"mlflow"}}
     for f in sorted((REPO / "vision" / "runtime").glob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Import):
@@ -448,6 +446,5 @@ def test_runtime_imports_only_its_dependencies():
             for name in names:
                 top = name.split(".")[0]
                 ok = (top in sys.stdlib_module_names or top in allowed or top == "__future__"
-                      or name == "vision.runtime" or name.startswith("vision.runtime.")
-                      or (top in optional.get(f.name, ()) and node.col_offset > 0))
+                      or name == "vision.runtime" or name.startswith("vision.runtime."))
                 assert ok, f"{f.name}:{node.lineno} imports {name}"

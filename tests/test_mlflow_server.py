@@ -244,10 +244,11 @@ def test_registry_through_a_real_server(mlflow_server, tiny_folder):
     run_entry("export.py", work, "promote", "model_name=cam-classification", "from_alias=candidate",
               "alias=production", f"tracking_uri={url}")
 
-    def runtime(spec: str, out: Path, cache: Path):
-        return subprocess.run([PY, "-m", "vision.runtime", spec, str(tiny_folder), "--out", str(out),
-                               "--tracking-uri", url, "--cache-dir", str(cache)],
-                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    def runtime(spec: str, out: Path, cache: Path):  # as on a device: no MLflow, no torch
+        argv = [spec, str(tiny_folder), "--out", str(out), "--tracking-uri", url, "--cache-dir", str(cache)]
+        code = ("import sys; sys.modules['mlflow'] = None; sys.modules['torch'] = None\n"
+                f"from vision.runtime.__main__ import main\nsys.exit(main({argv!r}))\n")
+        return subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
 
     by_path, by_alias = work / "path.jsonl", work / "alias.jsonl"
     assert runtime(str(bundle), by_path, work / "c0").returncode == 0

@@ -149,12 +149,25 @@ def test_runtime_loads_models_uri_like_the_path(reg, tmp_path):
     assert proc.returncode == 2 and "no alias 'nope'" in proc.stderr
 
 
-def test_runtime_without_mlflow_says_what_to_install(reg):
-    argv = [f"models:/{MODEL}@production", str(reg.folder), "--tracking-uri", reg.uri]
-    code = ("import sys; sys.modules['mlflow'] = None; sys.modules['torch'] = None\n"
-            f"from vision.runtime.__main__ import main\nsys.exit(main({argv!r}))\n")
+def test_runtime_loads_models_uri_without_mlflow_or_torch(reg, tmp_path):
+    """The device has neither MLflow nor torch: the registry is read with the standard library."""
+    out = tmp_path / "alias.jsonl"
+    argv = [f"models:/{MODEL}@production", str(reg.folder), "--tracking-uri", reg.uri, "--cache-dir",
+            str(tmp_path / "cache"), "--out", str(out)]
+    code = ("import sys; sys.modules['mlflow'] = None; sys.modules['torch'] = None; sys.modules['sqlalchemy'] = None\n"
+            f"from vision.runtime.__main__ import main\nrc = main({argv!r})\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('mlflow', 'torch', 'sqlalchemy') "
+            "and sys.modules[m] is not None]\nsys.exit(rc)\n")
     proc = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "pip install mlflow-skinny" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    ref = tmp_path / "path.jsonl"
+    assert _runtime(reg, str(reg.work / "bundles" / "b1"), out=ref).returncode == 0
+    assert out.read_text() == ref.read_text() and len(ref.read_text().splitlines()) == 36
+    # stores the runtime cannot read say what to do
+    proc = _runtime(reg, f"models:/{MODEL}@production", "--tracking-uri", "postgresql://u@db/mlflow")
+    assert proc.returncode == 2 and "mlflow server --backend-store-uri" in proc.stderr
+    proc = _runtime(reg, f"models:/{MODEL}@production", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}")
+    assert proc.returncode == 2 and "no MLflow database" in proc.stderr
 
 
 def test_bundle_changed_after_registration_is_refused(reg, tmp_path):

@@ -8,19 +8,28 @@ by model name and version, and accepts them only when the downloaded ``bundle.js
 registered integrity hash *and* every file matches its sha256: a bundle whose files changed after registration
 is refused (:class:`vision.runtime.bundle.BundleError`).
 
-MLflow is needed only for these URIs (a plain folder needs nothing but the runtime): ``pip install mlflow-skinny``
-for an MLflow server (``http://...``), ``pip install mlflow`` for a local ``sqlite:///`` store. The tracking URI
-comes from the caller (``--tracking-uri``) or ``MLFLOW_TRACKING_URI``.
+MLflow itself is not needed on the device: an MLflow server (``http://``, ``https://``; ``MLFLOW_TRACKING_TOKEN`` or
+``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` for authentication) is read through its REST API and its proxied
+artifacts (``mlflow-artifacts:``), a local ``sqlite:///`` store read-only with the standard library's sqlite3 (its
+bundle folders must be on this machine). Any other store (PostgreSQL, ...): serve it with ``mlflow server``. The
+tracking URI comes from the caller (``--tracking-uri``) or ``MLFLOW_TRACKING_URI``.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import os
+import posixpath
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,38 +75,190 @@ def default_cache_dir() -> Path:
     return Path(base) / "vision" / "bundles"
 
 
-def _import_mlflow():
-    try:
-        import mlflow  # noqa: F401
-        from mlflow import MlflowClient
-        from mlflow.artifacts import download_artifacts
-    except ImportError as e:
-        raise BundleError("loading a bundle by a models:/ URI needs MLflow, which is not installed here: "
-                          "`pip install mlflow-skinny` (an MLflow server, http://...) or `pip install mlflow` "
-                          f"(a local sqlite:/// store); a bundle folder needs neither ({e})") from e
-    return MlflowClient, download_artifacts
+class _RestRegistry:
+    """The model registry of an MLflow server through its REST API (``urllib`` only): versions, aliases, tags,
+    and the version's files through the server's proxied artifact service (``mlflow-artifacts:``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.label = self.url
+        self._headers = {"User-Agent": "vision-runtime"}
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif user and password:
+            self._headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def _open(self, url: str):
+        req = urllib.request.Request(url, headers=self._headers)
+        try:
+            return urllib.request.urlopen(req, timeout=float(os.environ.get("VISION_REGISTRY_TIMEOUT", "60")))
+        except urllib.error.HTTPError as e:
+            body = e.read().decode("utf-8", "replace")
+            try:
+                err = json.loads(body)
+            except ValueError:
+                err = {}
+            message = (err.get("message") if isinstance(err, dict) else None) or body[:300]
+            if e.code == 404 or (isinstance(err, dict) and err.get("error_code") == "RESOURCE_DOES_NOT_EXIST"):
+                raise _NotFound(message) from None
+            raise BundleError(f"{url}: HTTP {e.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise BundleError(f"cannot reach the MLflow server at {self.url}: {getattr(e, 'reason', e)}") from None
+
+    def _get(self, endpoint: str, **params) -> dict:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        with self._open(f"{self.url}/api/2.0/mlflow/{endpoint}?{query}") as r:
+            try:
+                return json.loads(r.read())
+            except ValueError as e:
+                raise BundleError(f"{self.url}: {endpoint} did not answer JSON; is this an MLflow server?") from e
+
+    @staticmethod
+    def _version(doc: dict) -> _Version:
+        tags = {t["key"]: t.get("value", "") for t in doc.get("tags", [])}
+        return _Version(str(doc["version"]), tags, doc.get("source", ""))
+
+    def version(self, ref: ModelRef) -> _Version:
+        if ref.alias:
+            return self._version(self._get("registered-models/alias", name=ref.name, alias=ref.alias)["model_version"])
+        if ref.version != "latest":
+            return self._version(self._get("model-versions/get", name=ref.name, version=ref.version)["model_version"])
+        versions, token = [], None
+        while True:
+            page = self._get("model-versions/search", filter=f"name='{ref.name}'", max_results=1000,
+                             page_token=token)
+            versions += page.get("model_versions", [])
+            token = page.get("next_page_token")
+            if not token:
+                break
+        if not versions:
+            raise _NotFound(f"registered model {ref.name!r} has no versions")
+        return self._version(max(versions, key=lambda v: int(v["version"])))
+
+    def download(self, ref: ModelRef, version: _Version, dst: Path) -> None:
+        uri = self._get("model-versions/get-download-uri", name=ref.name, version=version.number)["artifact_uri"]
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.scheme == "mlflow-artifacts":
+            base = f"http://{parsed.netloc}" if parsed.netloc else self.url
+            self._download_tree(f"{base}/api/2.0/mlflow-artifacts/artifacts", parsed.path.strip("/"), dst)
+        elif parsed.scheme in ("", "file"):
+            _copy_local(uri, dst)
+        else:
+            raise BundleError(f"{ref} (version {version.number}): its files are at {uri}, which the runtime cannot "
+                              f"read; serve them through the MLflow server (`mlflow server` proxies artifacts by "
+                              f"default: mlflow-artifacts:/...) or copy the bundle folder to the device")
+
+    def _download_tree(self, api: str, path: str, dst: Path) -> None:
+        dst.mkdir(parents=True, exist_ok=True)
+        with self._open(f"{api}?{urllib.parse.urlencode({'path': path})}") as r:
+            files = json.loads(r.read()).get("files", [])
+        for f in files:
+            name = posixpath.basename(f["path"])
+            if name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise BundleError(f"{api}: refusing the artifact name {f['path']!r}")
+            sub = f"{path}/{name}" if path else name
+            if f.get("is_dir"):
+                self._download_tree(api, sub, dst / name)
+                continue
+            with self._open(f"{api}/{urllib.parse.quote(sub)}") as r, open(dst / name, "wb") as out:
+                shutil.copyfileobj(r, out, 1 << 20)
+
+
+class _SqliteRegistry:
+    """The model registry of a local MLflow SQLite store, read with the standard library (read-only)."""
+
+    def __init__(self, uri: str) -> None:
+        path = Path(urllib.parse.unquote(uri[len("sqlite:///"):]))
+        self.label = uri
+        if not path.is_file():
+            raise BundleError(f"{uri}: no MLflow database at {path}")
+        try:
+            self._db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=30)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(model_versions)")}
+        except sqlite3.Error as e:
+            raise BundleError(f"{uri}: cannot read the MLflow database ({e})") from None
+        if not cols:
+            raise BundleError(f"{uri}: the database has no model registry (no model_versions table)")
+        self._ws = " AND workspace = 'default'" if "workspace" in cols else ""
+        self._loc = "storage_location" if "storage_location" in cols else "NULL"
+
+    def _one(self, sql: str, args: tuple):
+        try:
+            return self._db.execute(sql, args).fetchone()
+        except sqlite3.Error as e:
+            raise BundleError(f"{self.label}: cannot read the MLflow database ({e})") from None
+
+    def version(self, ref: ModelRef) -> _Version:
+        live = f"current_stage IS NOT '{_DELETED}'{self._ws}"
+        if ref.alias:
+            row = self._one(f"SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?{self._ws}",
+                            (ref.name, ref.alias))
+            if row is None:
+                raise _NotFound(f"no alias {ref.alias!r}")
+            number = row[0]
+        elif ref.version == "latest":
+            row = self._one(f"SELECT MAX(version) FROM model_versions WHERE name = ? AND {live}", (ref.name,))
+            if row is None or row[0] is None:
+                raise _NotFound(f"registered model {ref.name!r} has no versions")
+            number = row[0]
+        else:
+            number = int(ref.version)
+        row = self._one(f"SELECT version, source, {self._loc} FROM model_versions WHERE name = ? AND version = ? "
+                        f"AND {live}", (ref.name, number))
+        if row is None:
+            raise _NotFound(f"no version {number}")
+        try:
+            tags = dict(self._db.execute(f"SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?"
+                                         f"{self._ws}", (ref.name, number)).fetchall())
+        except sqlite3.Error as e:
+            raise BundleError(f"{self.label}: cannot read the MLflow database ({e})") from None
+        return _Version(str(row[0]), tags, row[2] or row[1] or "")
+
+    def download(self, ref: ModelRef, version: _Version, dst: Path) -> None:
+        parsed = urllib.parse.urlparse(version.source)
+        if parsed.scheme not in ("", "file"):
+            raise BundleError(f"{ref} (version {version.number}): its files are at {version.source}; load it "
+                              f"through the MLflow server that serves them (--tracking-uri http://...)")
+        _copy_local(version.source, dst)
+
+
+_DELETED = "Deleted_Internal"  # MLflow's stage of a deleted model version
+
+
+class _NotFound(BundleError):
+    pass
+
+
+@dataclass(frozen=True)
+class _Version:
+    number: str
+    tags: dict
+    source: str
+
+
+def _copy_local(uri: str, dst: Path) -> None:
+    parsed = urllib.parse.urlparse(uri)
+    src = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri)
+    if not src.is_dir():
+        raise BundleError(f"{uri}: the registered bundle folder is not on this machine")
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def _registry(uri: str):
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        return _RestRegistry(uri)
+    if uri.startswith("sqlite:///"):
+        return _SqliteRegistry(uri)
+    raise BundleError(f"{uri}: the runtime reads a model registry from an MLflow server (http://, https://) or a "
+                      f"local sqlite:/// store; serve any other store with `mlflow server --backend-store-uri {uri}` "
+                      f"and give its http:// address")
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
-
-
-def _resolve_version(client, ref: ModelRef, uri_label: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        if ref.alias:
-            return client.get_model_version_by_alias(ref.name, ref.alias)
-        if ref.version == "latest":
-            versions = client.search_model_versions(f"name='{ref.name}'")
-            if not versions:
-                raise BundleError(f"{ref}: registered model {ref.name!r} has no versions in {uri_label}")
-            return max(versions, key=lambda v: int(v.version))
-        return client.get_model_version(ref.name, ref.version)
-    except MlflowException as e:
-        what = f"alias {ref.alias!r}" if ref.alias else f"version {ref.version}"
-        raise BundleError(f"{ref}: no {what} of registered model {ref.name!r} in {uri_label} "
-                          f"({e.message if hasattr(e, 'message') else e})") from e
 
 
 def _verify_registered(root: Path, ref: ModelRef, version: str, registered: str):
@@ -121,50 +282,48 @@ def fetch(uri: str, tracking_uri: str | None = None, cache_dir: str | Path | Non
     """The verified :class:`~vision.runtime.bundle.Bundle` registered under ``uri`` (downloaded once per version
     into ``cache_dir``; a cached copy is re-verified on every load and replaced when it does not verify)."""
     ref = parse_model_uri(uri)
-    client_cls, download_artifacts = _import_mlflow()
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
         raise BundleError(f"{uri}: no MLflow tracking URI: give --tracking-uri (e.g. http://host:5000 or "
                           f"sqlite:///path/mlruns.db) or set MLFLOW_TRACKING_URI")
     registry_uri = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    registry = _registry(registry_uri)
     try:
-        client = client_cls(tracking_uri, registry_uri=registry_uri)
-        mv = _resolve_version(client, ref, registry_uri)
-    except BundleError:
-        raise
-    except Exception as e:  # noqa: BLE001 - an unreachable server, a missing database, ...
-        raise BundleError(f"{uri}: cannot query the MLflow registry at {registry_uri}: {e}") from e
-    registered = (mv.tags or {}).get(INTEGRITY_TAG)
+        mv = registry.version(ref)
+    except _NotFound as e:
+        what = f"alias {ref.alias!r}" if ref.alias else f"version {ref.version}"
+        raise BundleError(f"{ref}: no {what} of registered model {ref.name!r} in {registry.label} ({e})") from None
+    registered = mv.tags.get(INTEGRITY_TAG)
     if not registered:
-        raise BundleError(f"{ref} (version {mv.version}): the version has no {INTEGRITY_TAG!r} tag, so it was not "
+        raise BundleError(f"{ref} (version {mv.number}): the version has no {INTEGRITY_TAG!r} tag, so it was not "
                           f"registered by export.py and cannot be verified; refusing it")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    final = cache / _safe(ref.name) / f"v{mv.version}-{registered[:12]}"
+    final = cache / _safe(ref.name) / f"v{mv.number}-{registered[:12]}"
+    label = f"{ref} (version {mv.number})"
     if (final / BUNDLE_FILE).is_file():
         try:
-            bundle = _verify_registered(final, ref, mv.version, registered)
-            bundle.source = f"{ref} (version {mv.version})"
+            bundle = _verify_registered(final, ref, mv.number, registered)
+            bundle.source = label
             return bundle
         except BundleError:
             shutil.rmtree(final, ignore_errors=True)  # a damaged cache entry: fetched again below
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
+        local = tmp / "bundle"
         try:
-            src = client.get_model_version_download_uri(ref.name, mv.version)
-            local = Path(download_artifacts(artifact_uri=src, dst_path=str(tmp), tracking_uri=tracking_uri))
-        except Exception as e:  # noqa: BLE001
-            raise BundleError(f"{ref} (version {mv.version}): cannot download its artifacts: {e}") from e
-        if local.is_file():
-            local = local.parent
-        _verify_registered(local, ref, mv.version, registered)
+            registry.download(ref, mv, local)
+        except _NotFound as e:
+            raise BundleError(f"{label}: cannot download its files: {e}") from None
+        except BundleError as e:
+            raise BundleError(f"{label}: cannot download its files: {e}") from None
+        _verify_registered(local, ref, mv.number, registered)
         with contextlib.suppress(OSError):  # fails only when another process put the same version there first
             os.rename(local, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    bundle = _verify_registered(final, ref, mv.version, registered)
-    bundle.source = f"{ref} (version {mv.version})"
+    bundle = _verify_registered(final, ref, mv.number, registered)
+    bundle.source = label
     return bundle
 
 
