@@ -1,20 +1,22 @@
 """Benchmark of the re-identification recipe: held-out real Market-1501 mini identities, PyTorch vs ONNX
 fp32 / int8, runtime embeddings per second, and what synthetic identities add to the tiny real set.
 
-Three embedders are trained under the same budget (same steps, same P x K batch, same model, same input
-size): ``real_only`` on the 13 Market-1501 mini training identities, ``mixed`` on those plus the scene
-engine's synthetic identities (``data.mix.synthetic_fraction`` of the P identities of every batch), and
-``mixed_sprites`` with synthetic identities that wear recoloured real MARS crops (the Market query
-identities excluded; skipped without ../shared/data/mars_mini). All are
-judged on the held-out real Market-1501 mini identities (its own query / bounding_box_test split: 19
-queries) with the **last checkpoint**, never the best-by-validation one: the real validation set would be
-3 held-out identities, which saturates at once (rank-1 1.0 after an epoch) and selects noise, and the
-real-only run has no other validation (it trains on every real training identity and its validation
-is flagged val_is_test, used for nothing). Note the granularity: one of 19 queries is 5.3 points of rank-1. ``mars_held_out`` adds
-a second real test: MARS mini tracklets of the 7 Market query identities it also holds (no variant trains
-on them), every sampled crop a query, matches only in another camera (24 queries).
+Five embedders are trained under the same budget (same steps, same P x K batch, same model, same input
+size), each once per seed (``--seeds``, default 0 1 2; every metric of a variant is the mean over its seeds,
+``per_seed`` has each): ``real_only`` on the 13 Market-1501 mini training identities; ``mixed`` on those plus
+the scene engine's synthetic identities (``data.mix.synthetic_fraction`` = 0.5 of the P identities of every
+batch); ``mixed_sprites`` with synthetic identities that wear recoloured real MARS crops (the Market query
+identities excluded; skipped without ../shared/data/mars_mini); ``mixed_25`` and ``mixed_sprites_25`` the same
+with a synthetic share of 0.25. All are judged on the held-out real Market-1501 mini identities (its own
+query / bounding_box_test split: 19 queries) with the **last checkpoint**, never the best-by-validation one:
+the real validation set would be 3 held-out identities, which saturates at once (rank-1 1.0 after an epoch)
+and selects noise, and the real-only run has no other validation (it trains on every real training identity
+and its validation is flagged val_is_test, used for nothing). Note the granularity: one of 19 queries is 5.3
+points of rank-1, and the spread between seeds is larger than most differences between variants.
+``mars_held_out`` adds a second real test: MARS mini tracklets of the 7 Market query identities it also holds
+(no variant trains on them), every sampled crop a query, matches only in another camera (24 queries).
 
-The mixed model is exported (fp32 + int8, batch ``--export-batch``, int8 calibrated on identity-balanced
+The mixed model of the first seed is exported (fp32 + int8, batch ``--export-batch``, int8 calibrated on identity-balanced
 training crops) through the embedding parity gate; rank-1 / mAP / mINP of PyTorch, ONNX fp32 and int8 come
 from the gate's own evaluation (the runtime's preprocessing on the original crops), restricted to the real
 Market-1501 mini queries against its gallery. Embeddings/s: :class:`vision.runtime.reid.Embedder` with 2
@@ -24,7 +26,8 @@ measured even if the gate refuses the bundle (then ``bundle`` is null and ``pari
 Trainings are cached under bench/results/ by a hash of their overrides (``--fresh`` retrains). Prints one
 JSON line last and writes bench/results/reid.json.
 
-    .venv/bin/python bench/reid.py [--epochs 8] [--steps 12] [--batch 32] [--size 256 128] [--fresh] [overrides ...]
+    .venv/bin/python bench/reid.py [--epochs 8] [--steps 12] [--batch 32] [--size 256 128] [--seeds 0 1 2]
+                                   [--fresh] [overrides ...]
 """
 from __future__ import annotations
 
@@ -48,7 +51,11 @@ VARIANTS = {  # the data each variant trains on (same steps, same batch, same mo
     "mixed": ["data=reid_mixed", "data.mix.synthetic_fraction=0.5"],
     # synthetic identities wearing recoloured real crops (MARS, test identities excluded)
     "mixed_sprites": ["data=reid_mixed_sprites", "data.mix.synthetic_fraction=0.5"],
+    # the same with a quarter of each batch's identities synthetic instead of half
+    "mixed_25": ["data=reid_mixed", "data.mix.synthetic_fraction=0.25"],
+    "mixed_sprites_25": ["data=reid_mixed_sprites", "data.mix.synthetic_fraction=0.25"],
 }
+NEEDS_MARS = ("mixed_sprites", "mixed_sprites_25")
 
 
 def base_overrides(epochs: int, steps: int, batch: int, size: list[int], extra: list[str]) -> list[str]:
@@ -114,6 +121,25 @@ def evaluate_mars_held_out(model, spec, per_tracklet: int = 6) -> dict | None:
             ("rank1", "rank5", "map", "minp", "num_queries", "num_valid", "num_gallery")}
 
 
+def summarize(evals: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Per variant: the mean over seeds (and every seed's value) of rank-1 / mAP / mINP on Market-1501 mini and on
+    the MARS held-out identities."""
+    out: dict[str, dict] = {}
+    seeds = sorted(evals)
+    for name in evals[seeds[0]]:
+        entry = {}
+        for test, get in (("market", lambda e: e["real"]), ("mars_held_out", lambda e: e["mars_held_out"])):
+            rows = [get(evals[s][name]) for s in seeds]
+            if any(r is None for r in rows):
+                entry[test] = None
+                continue
+            entry[test] = {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in ("rank1", "map", "minp")}
+            entry[test]["per_seed"] = {str(s): {m: round(r[m], 4) for m in ("rank1", "map", "minp")}
+                                       for s, r in zip(seeds, rows)}
+        out[name] = entry
+    return out
+
+
 def embed_speed(bundle, precision: str, crops: list, threads: int = 2, rounds: int = 3) -> dict:
     from vision.runtime.reid import Embedder
 
@@ -135,6 +161,8 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--batch", type=int, default=32, help="P x K (K = 4)")
     ap.add_argument("--size", type=int, nargs=2, default=[256, 128], metavar=("H", "W"))
     ap.add_argument("--export-batch", type=int, default=8, help="fixed batch of the exported graphs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="every variant trains once per seed; rank-1 / mAP / mINP are means over the seeds")
     ap.add_argument("--fresh", action="store_true", help="retrain even when cached runs exist")
     args, extra = ap.parse_known_args(argv)
     if not (REPO.parent / "shared" / "data" / REAL).is_dir():
@@ -150,10 +178,13 @@ def main(argv: list[str]) -> dict:
 
     t_all = time.time()
     mars = (REPO.parent / "shared" / "data" / "mars_mini").is_dir()
-    runs = train_variants(args.epochs, args.steps, args.batch, args.size, extra, fresh=args.fresh,
-                          variants=[v for v in VARIANTS if mars or v != "mixed_sprites"])
-    evals = {name: evaluate_last(run) for name, run in runs.items()}
+    names = [v for v in VARIANTS if mars or v not in NEEDS_MARS]
+    by_seed = {seed: train_variants(args.epochs, args.steps, args.batch, args.size, [*extra, f"seed={seed}"],
+                                    fresh=args.fresh, variants=names) for seed in args.seeds}
+    evals = {seed: {name: evaluate_last(run) for name, run in runs.items()} for seed, runs in by_seed.items()}
+    summary = summarize(evals)
 
+    runs = by_seed[args.seeds[0]]
     mixed = runs["mixed"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     bundle = RESULTS / f"reid-bundle-{stamp}"
@@ -191,17 +222,15 @@ def main(argv: list[str]) -> dict:
         "map_onnx_int8": real("onnx_int8", "map"),
         "embeddings_per_s_fp32": speed["fp32"]["embeddings_per_s"],
         "embeddings_per_s_int8": speed["int8"]["embeddings_per_s"],
-        "rank1_real_only": round(evals["real_only"]["real"]["rank1"], 4),
-        "rank1_mixed": round(evals["mixed"]["real"]["rank1"], 4),
-        "map_real_only": round(evals["real_only"]["real"]["map"], 4),
-        "map_mixed": round(evals["mixed"]["real"]["map"], 4),
-        "minp_real_only": round(evals["real_only"]["real"]["minp"], 4),
-        "minp_mixed": round(evals["mixed"]["real"]["minp"], 4),
-        **{f"{m}_mixed_sprites": round(evals["mixed_sprites"]["real"][m], 4)
-           for m in ("rank1", "map", "minp") if "mixed_sprites" in evals},
-        "mars_held_out": {name: e["mars_held_out"] for name, e in evals.items()},
-        "real_test": {"queries": evals["mixed"]["real"]["num_queries"], "valid_queries": evals["mixed"]["real"]["num_valid"],
-                      "gallery": evals["mixed"]["real"]["num_gallery"]},
+        **{f"{m}_{name}": summary[name]["market"][m] for name in names for m in ("rank1", "map", "minp")},
+        "mars_held_out": {name: summary[name]["mars_held_out"] for name in names},
+        "per_seed": {name: {"market": summary[name]["market"]["per_seed"],
+                            "mars_held_out": summary[name]["mars_held_out"]["per_seed"]} for name in names},
+        "seeds": list(args.seeds),
+        "real_test": {"queries": evals[args.seeds[0]]["mixed"]["real"]["num_queries"],
+                      "valid_queries": evals[args.seeds[0]]["mixed"]["real"]["num_valid"],
+                      "gallery": evals[args.seeds[0]]["mixed"]["real"]["num_gallery"],
+                      "mars_held_out_queries": (evals[args.seeds[0]]["mixed"]["mars_held_out"] or {}).get("num_queries")},
         "cosine_fp32": round(parity["onnx_fp32"]["mean_cosine"], 6),
         "cosine_int8": round(parity["onnx_int8"]["mean_cosine"], 6),
         "gate_set": {"queries": parity["num_queries"], "gallery": parity["num_gallery"],
@@ -210,6 +239,7 @@ def main(argv: list[str]) -> dict:
         "parity_passed": problems is None,
         "parity_problems": problems,
         "checkpoint": "last",
+        "exported_seed": args.seeds[0],
         "budget": {"epochs": args.epochs, "steps_per_epoch": args.steps, "batch": args.batch, "K": 4,
                    "images_seen": mixed["images_seen"], "input_size": list(args.size),
                    "train_wall_s": {k: v["wall_s"] for k, v in runs.items()}},

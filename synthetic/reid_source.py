@@ -33,7 +33,7 @@ class SyntheticReidSource:
                  fps: float = 2.0, resolution: Sequence[int] = (640, 360),
                  surfaces: Sequence[str] = ("pavement", "road", "platform", "indoor"), world_size: float = 24.0,
                  crowd_density: float = 5.0, randomize_per: str = "sequence",
-                 randomization: dict[str, Any] | None = None, min_visible: float = 0.6, min_height: float = 64.0,
+                 camera_ranges: dict[str, Any] | None = None, randomization: dict[str, Any] | None = None, min_visible: float = 0.6, min_height: float = 64.0,
                  max_truncation: float = 0.1, train_fraction: float = 0.5, name: str = "reid_synthetic",
                  progress: bool = False, policy: str = "error", person_sprites: dict[str, Any] | None = None) -> None:
         from synthetic import __version__
@@ -47,6 +47,7 @@ class SyntheticReidSource:
             "seed": int(seed), "scenes": int(scenes), "cameras": int(cameras), "duration": int(duration),
             "fps": float(fps), "resolution": [int(v) for v in resolution], "surfaces": [str(s) for s in surfaces],
             "world_size": float(world_size), "crowd_density": float(crowd_density), "randomize_per": randomize_per,
+            "camera_ranges": dict(_plain(camera_ranges) or {}),
             "randomization": dict(_plain(randomization) or {}),
             "writer": {"min_visible": float(min_visible), "min_height": float(min_height),
                        "max_truncation": float(max_truncation), "train_fraction": float(train_fraction)},
@@ -76,6 +77,7 @@ class SyntheticReidSource:
             cfg = SceneConfig(seed=p["seed"] + i, cameras=p["cameras"], resolution=tuple(p["resolution"]),
                               duration=p["duration"], fps=p["fps"], surface=p["surfaces"][i % len(p["surfaces"])],
                               world_size=p["world_size"], crowd_density=p["crowd_density"], num_vehicles=0,
+                              camera_ranges=dict(p["camera_ranges"]),
                               randomization=p["randomization"], randomize_per=p["randomize_per"],
                               person_sprites=dict(self._sprites.scene) if self._sprites else None)
             try:

@@ -194,6 +194,15 @@ def test_synthetic_source_generates_once_namespaced(tmp_path):
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no partial folders
     with pytest.raises(DataError, match="scene 0"):
         SyntheticReidSource(str(tmp_path / "cache"), cameras=0)
+    # the engine's camera ranges (e.g. the deployment cameras' geometry) reach every scene and the cache key
+    street = SyntheticReidSource(str(tmp_path / "cache"), **kw, camera_ranges={"height": [2.5, 4.0], "tilt": 10})
+    assert street.root != src.root and street.params["camera_ranges"] == {"height": [2.5, 4.0], "tilt": 10}
+    from synthetic.scene.scene import Scene
+
+    cams = [c for cfg in street._configs() for c in Scene(cfg).cameras]
+    assert len(cams) == 4 and all(2.5 <= c.height <= 4.0 and c.tilt == 10.0 for c in cams)
+    with pytest.raises(DataError, match="camera_ranges.height"):
+        SyntheticReidSource(str(tmp_path / "cache"), **kw, camera_ranges={"height": [0.1, 4.0]})
 
 
 # -- splits ----------------------------------------------------------------------------------------------
