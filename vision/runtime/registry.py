@@ -141,7 +141,7 @@ class _RestRegistry:
         uri = self._get("model-versions/get-download-uri", name=ref.name, version=version.number)["artifact_uri"]
         parsed = urllib.parse.urlparse(uri)
         if parsed.scheme == "mlflow-artifacts":
-            base = f"http://{parsed.netloc}" if parsed.netloc else self.url
+            base = f"{urllib.parse.urlparse(self.url).scheme}://{parsed.netloc}" if parsed.netloc else self.url
             self._download_tree(f"{base}/api/2.0/mlflow-artifacts/artifacts", parsed.path.strip("/"), dst)
         elif parsed.scheme in ("", "file"):
             _copy_local(uri, dst)
