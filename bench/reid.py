@@ -223,9 +223,11 @@ def main(argv: list[str]) -> dict:
         "embeddings_per_s_fp32": speed["fp32"]["embeddings_per_s"],
         "embeddings_per_s_int8": speed["int8"]["embeddings_per_s"],
         **{f"{m}_{name}": summary[name]["market"][m] for name in names for m in ("rank1", "map", "minp")},
-        "mars_held_out": {name: summary[name]["mars_held_out"] for name in names},
+        "mars_held_out": {name: {k: v for k, v in (summary[name]["mars_held_out"] or {}).items() if k != "per_seed"}
+                          or None for name in names},
         "per_seed": {name: {"market": summary[name]["market"]["per_seed"],
-                            "mars_held_out": summary[name]["mars_held_out"]["per_seed"]} for name in names},
+                            "mars_held_out": (summary[name]["mars_held_out"] or {}).get("per_seed")}
+                     for name in names},
         "seeds": list(args.seeds),
         "real_test": {"queries": evals[args.seeds[0]]["mixed"]["real"]["num_queries"],
                       "valid_queries": evals[args.seeds[0]]["mixed"]["real"]["num_valid"],
