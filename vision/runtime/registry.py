@@ -184,11 +184,15 @@ class _SqliteRegistry:
         self._ws = " AND workspace = 'default'" if "workspace" in cols else ""
         self._loc = "storage_location" if "storage_location" in cols else "NULL"
 
-    def _one(self, sql: str, args: tuple):
+    def _rows(self, sql: str, args: tuple) -> list[tuple]:
         try:
-            return self._db.execute(sql, args).fetchone()
+            return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as e:
             raise BundleError(f"{self.label}: cannot read the MLflow database ({e})") from None
+
+    def _one(self, sql: str, args: tuple):
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
 
     def version(self, ref: ModelRef) -> _Version:
         live = f"current_stage IS NOT '{_DELETED}'{self._ws}"
@@ -209,11 +213,8 @@ class _SqliteRegistry:
                         f"AND {live}", (ref.name, number))
         if row is None:
             raise _NotFound(f"no version {number}")
-        try:
-            tags = dict(self._db.execute(f"SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?"
-                                         f"{self._ws}", (ref.name, number)).fetchall())
-        except sqlite3.Error as e:
-            raise BundleError(f"{self.label}: cannot read the MLflow database ({e})") from None
+        tags = dict(self._rows(f"SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?{self._ws}",
+                               (ref.name, number)))
         return _Version(str(row[0]), tags, row[2] or row[1] or "")
 
     def download(self, ref: ModelRef, version: _Version, dst: Path) -> None:
@@ -313,8 +314,6 @@ def fetch(uri: str, tracking_uri: str | None = None, cache_dir: str | Path | Non
         local = tmp / "bundle"
         try:
             registry.download(ref, mv, local)
-        except _NotFound as e:
-            raise BundleError(f"{label}: cannot download its files: {e}") from None
         except BundleError as e:
             raise BundleError(f"{label}: cannot download its files: {e}") from None
         _verify_registered(local, ref, mv.number, registered)
