@@ -33,7 +33,8 @@ class SyntheticReidSource:
                  fps: float = 2.0, resolution: Sequence[int] = (640, 360),
                  surfaces: Sequence[str] = ("pavement", "road", "platform", "indoor"), world_size: float = 24.0,
                  crowd_density: float = 5.0, randomize_per: str = "sequence",
-                 camera_ranges: dict[str, Any] | None = None, randomization: dict[str, Any] | None = None, min_visible: float = 0.6, min_height: float = 64.0,
+                 camera_ranges: dict[str, Any] | None = None, randomization: dict[str, Any] | None = None,
+                 min_visible: float = 0.6, min_height: float = 64.0,
                  max_truncation: float = 0.1, train_fraction: float = 0.5, name: str = "reid_synthetic",
                  progress: bool = False, policy: str = "error", person_sprites: dict[str, Any] | None = None) -> None:
         from synthetic import __version__

@@ -62,5 +62,17 @@ def run_entry(script: str, cwd: Path, *overrides: str, timeout: int = 600, check
     return proc
 
 
+def run_runtime_without(argv: list[str], blocked=("torch",), timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m vision.runtime ARGV`` as on a device without the ``blocked`` packages: they are made
+    unimportable, and the run fails if anything imported them anyway."""
+    code = ("import sys\n"
+            f"blocked = {tuple(blocked)!r}\n"
+            "sys.modules.update({m: None for m in blocked})\n"
+            f"from vision.runtime.__main__ import main\nrc = main({list(argv)!r})\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] in blocked and sys.modules[m] is not None]\n"
+            "sys.exit(rc)\n")
+    return subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
 def tiny_train_args(folder: Path, *extra: str) -> list[str]:
     return ["data=image_folder", f"data.sources.images.root={folder}", *TINY, *extra]

@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import PY, REPO, run_entry, tiny_train_args
+from conftest import PY, run_entry, run_runtime_without, tiny_train_args
 
 MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
 
@@ -245,10 +245,8 @@ def test_registry_through_a_real_server(mlflow_server, tiny_folder):
               "alias=production", f"tracking_uri={url}")
 
     def runtime(spec: str, out: Path, cache: Path):  # as on a device: no MLflow, no torch
-        argv = [spec, str(tiny_folder), "--out", str(out), "--tracking-uri", url, "--cache-dir", str(cache)]
-        code = ("import sys; sys.modules['mlflow'] = None; sys.modules['torch'] = None\n"
-                f"from vision.runtime.__main__ import main\nsys.exit(main({argv!r}))\n")
-        return subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+        return run_runtime_without([spec, str(tiny_folder), "--out", str(out), "--tracking-uri", url,
+                                    "--cache-dir", str(cache)], ("mlflow", "torch"))
 
     by_path, by_alias = work / "path.jsonl", work / "alias.jsonl"
     assert runtime(str(bundle), by_path, work / "c0").returncode == 0

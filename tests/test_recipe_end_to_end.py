@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import torch
 
-from conftest import PY, REPO, run_entry, tiny_train_args
+from conftest import PY, REPO, run_entry, run_runtime_without, tiny_train_args
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +120,8 @@ def test_runtime_imports_no_torch(trained):
     """The runtime runs with torch made unimportable (as on a device without it)."""
     work, folder = trained
     run_entry("export.py", work, "checkpoint=outputs/e2e", "name=notorch", "precisions=[fp32]", "progress=false")
-    code = (
-        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-        "from vision.runtime.__main__ import main\n"
-        f"rc = main([{str(work / 'bundles' / 'notorch')!r}, {str(folder)!r}, '--precision', 'fp32', '--out', "
-        f"{str(work / 'nt.jsonl')!r}])\n"
-        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
-        "sys.exit(rc)\n")
-    proc = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = run_runtime_without([str(work / "bundles" / "notorch"), str(folder), "--precision", "fp32", "--out",
+                                str(work / "nt.jsonl")], ("torch", "torchvision"))
     assert proc.returncode == 0, proc.stderr
     assert len((work / "nt.jsonl").read_text().splitlines()) == 36
 

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 from mlflow.entities import ViewType
 
-from conftest import PY, REPO, run_entry, tiny_train_args
+from conftest import PY, REPO, run_entry, run_runtime_without, tiny_train_args
 from vision.runtime.bundle import BundleError, canonical_hash, load_bundle
 
 MODEL = "toy-classification"  # the default name: <training experiment>-<task>
@@ -154,11 +154,7 @@ def test_runtime_loads_models_uri_without_mlflow_or_torch(reg, tmp_path):
     out = tmp_path / "alias.jsonl"
     argv = [f"models:/{MODEL}@production", str(reg.folder), "--tracking-uri", reg.uri, "--cache-dir",
             str(tmp_path / "cache"), "--out", str(out)]
-    code = ("import sys; sys.modules['mlflow'] = None; sys.modules['torch'] = None; sys.modules['sqlalchemy'] = None\n"
-            f"from vision.runtime.__main__ import main\nrc = main({argv!r})\n"
-            "assert not [m for m in sys.modules if m.split('.')[0] in ('mlflow', 'torch', 'sqlalchemy') "
-            "and sys.modules[m] is not None]\nsys.exit(rc)\n")
-    proc = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = run_runtime_without(argv, ("mlflow", "torch", "sqlalchemy"), timeout=120)
     assert proc.returncode == 0, proc.stderr
     ref = tmp_path / "path.jsonl"
     assert _runtime(reg, str(reg.work / "bundles" / "b1"), out=ref).returncode == 0
