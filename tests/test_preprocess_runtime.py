@@ -69,3 +69,38 @@ def test_bundle_json_edits_are_refused(tmp_path):
         load_bundle(tmp_path / "nothing")
     with pytest.raises(FileExistsError):
         write_bundle(tmp_path / "b", {"model_fp32.onnx": f}, doc)
+
+
+def _identity_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_session_says_when_a_requested_provider_is_missing(tmp_path, caplog):
+    """Asking for the GPU where onnxruntime has no CUDA provider runs on the CPU, and says so."""
+    import onnxruntime as ort
+
+    from vision.runtime.bundle import create_session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    model = _identity_onnx(tmp_path / "identity.onnx")
+    with caplog.at_level("WARNING", logger="vision.runtime.bundle"):
+        sess = create_session(model, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider not in this onnxruntime build" in caplog.text
+    assert "identity.onnx runs on CPUExecutionProvider" in caplog.text
+    out = sess.run(None, {"x": np.array([[1.0, 2.0, 3.0]], np.float32)})[0]
+    assert out.tolist() == [[1.0, 2.0, 3.0]]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vision.runtime.bundle"):
+        create_session(model)  # the default: CPU, no warning
+    assert caplog.text == ""
+    with pytest.raises(BundleError, match="none of the execution providers"):
+        create_session(model, ["CUDAExecutionProvider"])

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from conftest import PY, REPO, shared
-from synthetic.refine.apply import Refiner, refine_dataset
+from synthetic.refine.apply import Refiner, refine_dataset, resolve_device
 from synthetic.refine.data import load_frames
 from synthetic.refine.domain import domain_accuracy
 from synthetic.refine.geometry import dataset_geometry, edge_f1, reid_separability, shift
@@ -161,8 +161,8 @@ def test_refined_scenes_mix_into_the_detection_recipe(trained, scene_ds, tmp_pat
     assert refined[0].path != raw[0].path and refined[0].meta["kind"] == "refined"
     assert refined[0].meta["refiner"]["run_id"] == result["mlflow"]["run_id"]
     assert src.card()["refiner"]["mode"] == "cut"
-    again = RefinedSceneSource(refiner=result["checkpoint"], cache_dir=str(tmp_path), **kw)
-    assert again.root == src.root and again.ensure() == src.root  # made once, reused
+    again = RefinedSceneSource(refiner=result["checkpoint"], cache_dir=str(tmp_path), device="auto", **kw)
+    assert again.root == src.root and again.ensure() == src.root  # made once, reused (whatever the device)
     real = COCOSource(str(scene_ds / "coco" / "annotations.json"), label_map=DEFAULT_LABEL_MAP, verify_checksums=False)
     dm = DetectionDataModule({"real": real, "synthetic": again}, classes=["person", "vehicle"], preprocess={"size": [64, 64]},
                              batch_size=4, split={"train": 0.34, "val": 0.33, "test": 0.33},
@@ -272,3 +272,24 @@ def test_checkpoint_from_another_resolution_is_refused(trained, tmp_path, real_f
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "error: DataError" in proc.stderr and "different resolution" in proc.stderr
     assert not (tmp_path / "cli").exists()
+
+
+def test_refiner_device_choice(trained):
+    """``auto`` takes the GPU when there is one; a GPU asked for where there is none, or a non-device, is refused."""
+    from synthetic.refine.source import RefinedSceneSource
+
+    result, _ = trained
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("CPU") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="not a device"):
+        resolve_device("gpu0")
+    with pytest.raises(ConfigError, match="only cpu, cuda"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU here"):
+            Refiner(result["checkpoint"], device="cuda")
+        with pytest.raises(ConfigError, match="no CUDA GPU here"):  # before any scene is generated
+            RefinedSceneSource(refiner=result["checkpoint"], device="cuda:0", scenes=1, cameras=1, frames=1,
+                               resolution=list(RES), progress=False)
+    assert Refiner(result["checkpoint"], device="auto").refine([np.zeros((RES[1], RES[0], 3), np.uint8)])[0].shape \
+        == (RES[1], RES[0], 3)

@@ -36,7 +36,7 @@ from PIL import Image
 from synthetic.refine.data import CROP_FOLDERS, to_tensor, to_uint8
 from synthetic.refine.networks import Generator, pad_to_multiple
 from vision.checkpointing import load_checkpoint
-from vision.errors import CheckpointError, DataError
+from vision.errors import CheckpointError, ConfigError, DataError
 from vision.runtime.preprocess import IMAGE_EXTENSIONS, ImageReadError, read_image
 from vision.utils.io import atomic_directory, atomic_write_json, sha256_file
 
@@ -44,8 +44,25 @@ log = logging.getLogger(__name__)
 JPEG_QUALITY = 92  # the scene engine's
 
 
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the GPU when there is one, else the CPU; a GPU asked for where there is none is an error."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"refiner device {device!r} is not a device (cpu, cuda, cuda:N or auto)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"refiner device {device!r}: no CUDA GPU here (use cpu or auto)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"refiner device {device!r}: only cpu, cuda, cuda:N or auto")
+    return dev
+
+
 class Refiner:
-    """A trained refiner (``netG`` of a ``task: refiner`` checkpoint), ready for whole frames."""
+    """A trained refiner (``netG`` of a ``task: refiner`` checkpoint), ready for whole frames. ``device``:
+    ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (the GPU when there is one)."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
         self.path = Path(checkpoint)
@@ -65,7 +82,7 @@ class Refiner:
             self.generator.load_state_dict(state)
         except RuntimeError as e:
             raise CheckpointError(f"{self.path}: generator weights do not fit its recorded settings ({e})") from e
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.generator.to(self.device).eval()
         self.sha256 = sha256_file(self.path)
         self.run_id = (meta.get("mlflow") or {}).get("run_id")

@@ -1,7 +1,8 @@
 """Refined scene-engine frames as a detection source: ``data=people_refined data.sources.synthetic.refiner=CKPT``.
 
 :class:`RefinedSceneSource` takes every parameter of :class:`~synthetic.detection_source.SceneDetectionSource`
-plus ``refiner`` (a checkpoint of ``python -m synthetic.refine train``). It generates the raw scenes into the
+plus ``refiner`` (a checkpoint of ``python -m synthetic.refine train``) and ``device`` (where the frames are
+refined: ``cpu``, ``cuda`` or ``auto``). It generates the raw scenes into the
 cache as usual, refines them once into ``<cache>/refined-<raw folder>-<checkpoint sha256[:12]>`` (atomic;
 reused afterwards, a new checkpoint gives a new folder) and reads that COCO set: same boxes, same splits
 (whole scenes), the refiner's run id and checkpoint hash in every sample's meta. Its kind is ``refined``,
@@ -20,7 +21,7 @@ class RefinedSceneSource(SceneDetectionSource):
     kind = "refined"
 
     def __init__(self, refiner: str | None = None, cache_dir: str = ".cache/vision/scenes", batch_size: int = 4,
-                 **scene: Any) -> None:
+                 device: str = "cpu", **scene: Any) -> None:
         from synthetic.refine.apply import Refiner
 
         scene.setdefault("name", "refined_scenes")
@@ -29,7 +30,7 @@ class RefinedSceneSource(SceneDetectionSource):
             raise ConfigError(f"{self.name}: no refiner checkpoint: set data.sources.<name>.refiner=CKPT (train one "
                               f"with python -m synthetic.refine train)")
         self.raw = SceneDetectionSource(cache_dir, **scene)
-        self.refiner = Refiner(refiner)  # a missing or foreign checkpoint fails here, before any generation
+        self.refiner = Refiner(refiner, device)  # a missing or foreign checkpoint fails here, before any generation
         w, h = self.params["resolution"]
         self.refiner.check_size(w, h, where=f"{self.name} (scenes rendered at resolution {w}x{h})")
         self.batch_size = int(batch_size)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from vision.runtime.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.json"
 SCHEMA_VERSION = 1
@@ -106,7 +109,11 @@ def load_bundle(path: str | Path, verify: bool = True, *, tracking_uri: str | No
 
 
 def create_session(model_path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
-    """An ONNX Runtime session on the first available providers of ``providers`` (CPU by default)."""
+    """An ONNX Runtime session on the available providers of ``providers``, in that order (CPU by default).
+
+    A provider asked for but absent from this onnxruntime build (``CUDAExecutionProvider`` with the CPU-only
+    ``onnxruntime`` package), or one that fails to start (no CUDA libraries), is dropped with a warning that says
+    where the model runs instead; none left is an error."""
     import onnxruntime as ort
 
     wanted = list(providers or ["CPUExecutionProvider"])
@@ -114,9 +121,18 @@ def create_session(model_path: str | Path, providers: Sequence[str] | None = Non
     chosen = [p for p in wanted if p in available]
     if not chosen:
         raise BundleError(f"none of the execution providers {wanted} is available here (available: {available})")
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        log.warning("warning: execution provider(s) %s not in this onnxruntime build (it has %s); %s runs on %s",
+                    ", ".join(missing), ", ".join(available), Path(model_path).name, ", ".join(chosen))
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), sess_options=opts, providers=chosen)
+    session = ort.InferenceSession(str(model_path), sess_options=opts, providers=chosen)
+    failed = [p for p in chosen if p not in session.get_providers()]
+    if failed:
+        log.warning("warning: execution provider(s) %s failed to start; %s runs on %s", ", ".join(failed),
+                    Path(model_path).name, ", ".join(session.get_providers()))
+    return session
