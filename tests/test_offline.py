@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO  # noqa: F401  (the repository root on sys.path)
+from conftest import REPO
 
 _PROBE = r"""
 import socket
