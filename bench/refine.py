@@ -57,12 +57,14 @@ TARGETS = {
     # PETS 2009 S3-MF1: the detectors' real training camera
     "pets": {"train": [str(PETS / "frame_00[0-7][0-9].jpg")],                               # frames 1-79
              "held_out": [str(PETS / "frame_00[89][0-9].jpg"), str(PETS / "frame_010[0-9].jpg")],  # 80-107
-             "unseen": [str(TUD)], "names": ("PETS frames 1-79", "PETS frames 80-107", "TUD-Campus")},
+             "unseen": [str(TUD)],
+             "train_name": "PETS frames 1-79", "held_out_name": "PETS frames 80-107", "unseen_name": "TUD-Campus"},
     # TUD-Campus: the detectors' test camera; its labels are never read, but frames 1-50 of the 71 that the
     # detectors are tested on train the refiner (unsupervised domain adaptation: transductive)
     "tud": {"train": [str(TUD / "00000[1-9].jpg"), str(TUD / "0000[1-4][0-9].jpg"), str(TUD / "000050.jpg")],
             "held_out": [str(TUD / "00005[1-9].jpg"), str(TUD / "00006[0-9].jpg"), str(TUD / "00007[01].jpg")],
-            "unseen": [str(PETS)], "names": ("TUD-Campus frames 1-50", "TUD-Campus frames 51-71", "PETS 2009")},
+            "unseen": [str(PETS)], "train_name": "TUD-Campus frames 1-50", "held_out_name": "TUD-Campus frames 51-71",
+            "unseen_name": "PETS 2009"},
 }
 SPLIT = 0.8  # the first 80% of the scenes train the refiner and the domain classifier, the rest is held out
 
@@ -132,12 +134,11 @@ def domain_gap(raw_root: Path, refined_root: Path, n_train: int, n_scenes: int, 
     from synthetic.refine.domain import evaluate_domain, train_domain_classifier
 
     target = TARGETS[args.target]
-    train_name, held_name, unseen_name = target["names"]
-    real_train = _frames(target["train"], train_name)
+    real_train = _frames(target["train"], target["train_name"])
     for clip in CLIPS:
         real_train += _frames([clip], clip.name, frames_per_video=40)
-    real_unseen = _frames(target["unseen"], unseen_name)
-    real_held = _frames(target["held_out"], held_name)
+    real_unseen = _frames(target["unseen"], target["unseen_name"])
+    real_held = _frames(target["held_out"], target["held_out_name"])
     out = {}
     for name, root in (("raw", raw_root), ("refined", refined_root)):
         syn_train = _frames(_scenes(root, 0, n_train), f"{name} training scenes", 160)
@@ -148,8 +149,8 @@ def domain_gap(raw_root: Path, refined_root: Path, n_train: int, n_scenes: int, 
         out[name] = {"unseen_camera": evaluate_domain(model, syn_test, real_unseen, args.domain_crop),
                      "held_out": evaluate_domain(model, syn_test, real_held, args.domain_crop),
                      **record, "wall_s": round(time.time() - t0, 1)}
-        _log(f"domain classifier on {name} frames: {out[name]['held_out']['accuracy']} ({held_name}), "
-             f"{out[name]['unseen_camera']['accuracy']} ({unseen_name}, unseen)")
+        _log(f"domain classifier on {name} frames: {out[name]['held_out']['accuracy']} ({target['held_out_name']}), "
+             f"{out[name]['unseen_camera']['accuracy']} ({target['unseen_name']}, unseen)")
     return out
 
 
@@ -193,8 +194,7 @@ def main(argv: list[str]) -> dict:
 
     t_start = time.time()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    extra = [*extra, f"data.num_workers={args.workers}"] + (["trainer.accelerator=gpu"] if args.accelerator == "gpu"
-                                                            else [])
+    extra = [*extra, f"data.num_workers={args.workers}", f"trainer.accelerator={args.accelerator}"]
     # the raw scenes exactly as the detection runs build them
     det_overrides = base_overrides("tud_campus", args.epochs, args.steps, args.size, extra)
     raw_src = instantiate(_compose("train", det_overrides + VARIANTS["synthetic_only"]).data.sources.synthetic)
@@ -237,16 +237,16 @@ def main(argv: list[str]) -> dict:
         "ap50_refined_synthetic": ap("synthetic_refined"),
         "ap_raw_synthetic": ap("synthetic_only", "ap"),
         "ap_refined_synthetic": ap("synthetic_refined", "ap"),
-        "target": {"name": args.target, "refiner_real_frames": target["names"][0],
-                   "domain_held_out_real": target["names"][1], "domain_unseen_camera": target["names"][2]},
+        "target": {"name": args.target, "refiner_real_frames": target["train_name"],
+                   "domain_held_out_real": target["held_out_name"], "domain_unseen_camera": target["unseen_name"]},
         "domain": {name: {"held_out": d["held_out"], "unseen_camera": d["unseen_camera"],
                           "train_frames": d["train_frames"], "final_train_loss": d["final_train_loss"]}
                    for name, d in domain.items()},
         "domain_classifier": {"crop_size": args.domain_crop, "steps": args.domain_steps, "batch_size": 32,
-                              "train_real": f"{target['names'][0]} + 40 frames of each clip video",
+                              "train_real": f"{target['train_name']} + 40 frames of each clip video",
                               "train_synthetic": f"160 frames of scenes 0-{n_train - 1}",
-                              "held_out": f"96 frames of scenes {n_train}-{n_scenes - 1} vs {target['names'][1]} "
-                                          f"/ {target['names'][2]} (unseen camera)"},
+                              "held_out": f"96 frames of scenes {n_train}-{n_scenes - 1} vs "
+                                          f"{target['held_out_name']} / {target['unseen_name']} (unseen camera)"},
         "geometry": geometry,
         "reid": reid,
         "refiner": {"mode": args.mode, "checkpoint": ckpt, "checkpoint_sha256": refiner["checkpoint_sha256"],
@@ -256,7 +256,7 @@ def main(argv: list[str]) -> dict:
                     "batch_size": args.refiner_batch, "final_losses": refiner["metrics"],
                     "train_wall_s": refiner.get("wall_s"), "samples": refiner["samples"][-1:],
                     "refine_wall_s": refine_s, "refined_frames": refinement["images"],
-                    "real_frames": f"{target['names'][0]} (unlabelled)",
+                    "real_frames": f"{target['train_name']} (unlabelled)",
                     "synthetic_frames": f"scenes 0-{n_train - 1}"},
         "detection": {"test_scene": "tud_campus", "train_real_scene": "pets2009_s3mf1 (validation only here)",
                       "seeds": args.seeds,
