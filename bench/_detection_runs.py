@@ -37,21 +37,30 @@ def base_overrides(test_scene: str, epochs: int, steps: int, size: int, extra: l
             *extra]
 
 
-def code_state() -> str:
-    """The code revision the trainings ran with: git HEAD plus the uncommitted changes of the code and
-    configs (a cache entry is reused only for the same code, configs and generator version)."""
-    import subprocess
+# what a detection run's result can depend on: its code and configs. The refiner's own code is left out: a
+# refined variant names its refiner checkpoint, whose folder is keyed by that code (bench/refine.py).
+CODE_PATHS = ("conf", "vision", "synthetic", "train.py", "bench/_detection_runs.py")
+NOT_CODE = ("synthetic/refine/module.py", "synthetic/refine/run.py", "synthetic/refine/data.py",
+            "synthetic/refine/domain.py", "synthetic/refine/geometry.py", "synthetic/refine/__main__.py",
+            "conf/refine.yaml", "conf/refine_apply.yaml")
 
+
+def code_state() -> str:
+    """The code the trainings run with: a hash of the contents of every .py / .yaml file under CODE_PATHS (less
+    NOT_CODE) and the generator version, so a cached run is reused only for the same code and configs, and
+    survives commits that touch nothing it runs (tests, docs, other benchmarks)."""
     from synthetic import __version__ as synthetic_version
 
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
-        except (OSError, subprocess.SubprocessError):
-            return "unknown"
-
-    diff = git("diff", "HEAD", "--", "conf", "vision", "synthetic", "bench")
-    return f"{git('rev-parse', 'HEAD').strip()}+{hashlib.sha256(diff.encode()).hexdigest()[:12]}+{synthetic_version}"
+    h = hashlib.sha256()
+    for root in CODE_PATHS:
+        path = REPO / root
+        files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.suffix in (".py", ".yaml"))
+        for f in files:
+            rel = f.relative_to(REPO).as_posix()
+            if rel in NOT_CODE or "__pycache__" in rel:
+                continue
+            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+    return f"{h.hexdigest()[:16]}+{synthetic_version}"
 
 
 def available_variants() -> list[str]:
@@ -103,14 +112,39 @@ def train_variants(test_scene: str = "tud_campus", epochs: int = 8, steps: int =
                    extra: list[str] | None = None, variants: list[str] | None = None,
                    fresh: bool = False) -> dict[str, dict]:
     """Train (or reuse) each variant; returns {variant: {run.json contents, "wall_s", "overrides"}}."""
+    names = variants or available_variants()
+    return train_grid(test_scene, epochs, steps, size, {"": list(extra or [])},
+                      {name: VARIANTS[name] for name in names}, fresh)[""]
+
+
+def train_grid(test_scene: str, epochs: int, steps: int, size: int, extras: dict[str, list[str]],
+               variants: dict[str, list[str]], fresh: bool = False, parallel: int = 1) -> dict[str, dict[str, dict]]:
+    """Every variant (name -> its data overrides) under every set of extra overrides (e.g. one per seed):
+    {extra name: {variant: run record}}. ``parallel`` > 1 trains that many runs at once, each in its own
+    process (on a GPU the detectors' data pipeline, not the GPU, limits one run)."""
     from hydra import compose, initialize_config_dir
 
+    jobs = []
     batch = None
-    out: dict[str, dict] = {}
-    for name in variants or available_variants():
-        overrides = base_overrides(test_scene, epochs, steps, size, list(extra or [])) + VARIANTS[name]
-        if batch is None:
-            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-                batch = int(compose("train", overrides=overrides).data.batch_size)
-        out[name] = train_cached("detection", name, overrides, epochs * steps * batch, fresh, test_scene=test_scene)
+    for ename, extra in extras.items():
+        for name, data in variants.items():
+            overrides = base_overrides(test_scene, epochs, steps, size, list(extra)) + list(data)
+            if batch is None:
+                with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+                    batch = int(compose("train", overrides=overrides).data.batch_size)
+            jobs.append((ename, name, overrides))
+    out: dict[str, dict[str, dict]] = {ename: {} for ename in extras}
+    if parallel <= 1:
+        for ename, name, overrides in jobs:
+            out[ename][name] = train_cached("detection", name, overrides, epochs * steps * batch, fresh,
+                                            test_scene=test_scene)
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as pool:
+        futures = [(ename, name, pool.submit(train_cached, "detection", name, overrides, epochs * steps * batch,
+                                             fresh, test_scene=test_scene)) for ename, name, overrides in jobs]
+        for ename, name, fut in futures:
+            out[ename][name] = fut.result()
     return out

@@ -1,8 +1,9 @@
 """Sim-to-real refinement benchmark: does refining scene-engine frames toward a real camera close the domain gap,
 and does a detector trained on refined frames do better on real footage?
 
-1. Trains a refiner (``python -m synthetic.refine train``, CUT by default, SimGAN-style self-regularization
-   ``--self-reg``, MLflow-tracked) on the frames of the first 32 of the 40 scenes the detection recipe generates
+1. Trains a refiner (``python -m synthetic.refine train``, MLflow-tracked; ``--mode cut`` by default, with
+   SimGAN-style self-regularization ``--self-reg``; ``cyclegan``; or ``camera``, a learned camera: blur, colour,
+   tone curves and noise, which cannot move anything; what it learned is reported under ``refiner.camera``) on the frames of the first 32 of the 40 scenes the detection recipe generates
    (``data=people_mixed``, 640x360) against unlabelled frames of a real camera, ``--target``:
    ``pets`` (default): PETS 2009 S3-MF1 frames 1-79, the detectors' real training camera;
    ``tud``: TUD-Campus frames 1-50, the detectors' test camera (unsupervised domain adaptation: the refiner sees
@@ -18,16 +19,21 @@ and does a detector trained on refined frames do better on real footage?
 4. Downstream: the detection bench machinery (bench/_detection_runs.py, same budget, same model, cached)
    trains a detector on raw synthetic frames only and one on refined synthetic frames only
    (``data.mix.synthetic_fraction=1.0``; PETS only validates), on every ``--seeds`` seed, all tested on
-   TUD-Campus (``--mixed`` adds the real + synthetic 50:50 pair). AP means over the seeds, each seed under
-   ``detection.per_seed``: the spread between seeds is as large as the effects measured here.
+   TUD-Campus (``--mixed`` adds the real + synthetic 50:50 pair). A seed sets the detector's initialisation and
+   the scene engine's seed: each seed renders its own 40 scenes, which the refiner (trained on seed 0's scenes)
+   refines. AP means over the seeds, each seed under ``detection.per_seed``: the spread between seeds is as large
+   as the effects measured here.
 
 ``--accelerator gpu`` runs the refiner, the refinement and the detectors on the GPU (bf16 mixed precision;
-``--workers 8`` for the detectors' data loaders there). On 2 CPU cores the defaults took 43 minutes.
+``--workers 8`` for the detectors' data loaders there). ``--parallel N`` trains N detectors at once, each in its
+own process (for a machine with many cores; each run first renders its seed's scenes on one core). On 2 CPU
+cores the defaults took 43 minutes.
 
 Prints one JSON line last (``domain_acc_raw``, ``domain_acc_refined``, ``ap50_raw_synthetic``,
 ``ap50_refined_synthetic``, ...) and writes bench/results/refine.json.
 
-    .venv/bin/python bench/refine.py [--target pets|tud] [--self-reg 10] [--seeds 0 1 2] [--accelerator gpu]
+    .venv/bin/python bench/refine.py [--mode cut|cyclegan|camera] [--target pets|tud] [--self-reg 10]
+        [--seeds 0 1 2] [--accelerator gpu] [--parallel 1]
         [--crop 64 --ngf 8 --refiner-steps 250 --refiner-epochs 6] [--epochs 8 --steps 40] [--mixed]
 """
 from __future__ import annotations
@@ -43,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _detection_runs import RESULTS, VARIANTS, base_overrides, train_variants  # noqa: E402
+from _detection_runs import RESULTS, VARIANTS, base_overrides, train_grid  # noqa: E402
 
 from vision.utils.io import atomic_write_json  # noqa: E402
 
@@ -160,15 +166,17 @@ def _mean(xs: list[float]) -> float:
 
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", default="cut", choices=["cut", "cyclegan"])
+    ap.add_argument("--mode", default="cut", choices=["cut", "cyclegan", "camera"],
+                    help="camera: the learned camera model (blur, colour, tone, noise), which cannot move anything")
     ap.add_argument("--target", default="pets", choices=sorted(TARGETS),
                     help="the real camera the refiner imitates: pets (the detectors' real training camera) or tud "
                          "(their test camera: its unlabelled frames 1-50, transductive)")
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--ngf", type=int, default=8)
     ap.add_argument("--n-blocks", type=int, default=4)
-    ap.add_argument("--self-reg", type=float, default=10.0,
-                    help="model.lambda_self_reg (coarse colour L1 to the input; 0 lets the refiner tint whole frames)")
+    ap.add_argument("--self-reg", type=float, default=None,
+                    help="model.lambda_self_reg (coarse colour L1 to the input; 0 lets the refiner tint whole frames); "
+                         "default 10, 0 for --mode camera (its colour change is what it learns)")
     ap.add_argument("--refiner-batch", type=int, default=4)
     ap.add_argument("--refiner-steps", type=int, default=250, help="refiner steps per epoch")
     ap.add_argument("--refiner-epochs", type=int, default=6)
@@ -181,9 +189,13 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"],
                     help="gpu: the refiner, the refinement and the detectors run on the GPU (bf16 mixed precision)")
     ap.add_argument("--workers", type=int, default=0, help="detector data loader workers")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="detector runs trained at once, each in its own process (a GPU machine with many cores)")
     ap.add_argument("--mixed", action="store_true", help="also train real + raw / refined synthetic 50:50")
     ap.add_argument("--fresh", action="store_true", help="retrain the refiner and the detectors")
     args, extra = ap.parse_known_args(argv)
+    if args.self_reg is None:
+        args.self_reg = 0.0 if args.mode == "camera" else 10.0
     missing = [str(p) for p in (PETS, TUD, *CLIPS) if not p.exists()]
     if missing:
         print(json.dumps({"skipped": f"absent: {', '.join(missing)}"}))
@@ -218,10 +230,9 @@ def main(argv: list[str]) -> dict:
     reid = reid_separability(raw_root, refined_root, min_height=48.0)
     domain = domain_gap(raw_root, refined_root, n_train, n_scenes, args)
     variants = ["synthetic_only", "synthetic_refined"] + (["mixed", "mixed_refined"] if args.mixed else [])
-    per_seed: dict[str, dict[str, dict]] = {}
-    for seed in args.seeds:
-        per_seed[str(seed)] = train_variants("tud_campus", args.epochs, args.steps, args.size, [*extra, f"seed={seed}"],
-                                             variants=variants, fresh=args.fresh)
+    per_seed = train_grid("tud_campus", args.epochs, args.steps, args.size,
+                          {str(seed): [*extra, f"seed={seed}"] for seed in args.seeds},
+                          {name: VARIANTS[name] for name in variants}, fresh=args.fresh, parallel=args.parallel)
 
     def ap(name: str, key: str = "ap50") -> float:
         return _mean([runs[name]["test"][key] for runs in per_seed.values()])
@@ -257,7 +268,8 @@ def main(argv: list[str]) -> dict:
                     "train_wall_s": refiner.get("wall_s"), "samples": refiner["samples"][-1:],
                     "refine_wall_s": refine_s, "refined_frames": refinement["images"],
                     "real_frames": f"{target['train_name']} (unlabelled)",
-                    "synthetic_frames": f"scenes 0-{n_train - 1}"},
+                    "synthetic_frames": f"scenes 0-{n_train - 1}",
+                    **({"camera": refinement["refiner"]["camera"]} if args.mode == "camera" else {})},
         "detection": {"test_scene": "tud_campus", "train_real_scene": "pets2009_s3mf1 (validation only here)",
                       "seeds": args.seeds,
                       "budget": {"epochs": args.epochs, "steps_per_epoch": args.steps, "input_size": args.size,

@@ -174,6 +174,66 @@ def test_refined_scenes_mix_into_the_detection_recipe(trained, scene_ds, tmp_pat
     assert sources == {"real", "synthetic"}  # refined data fills the synthetic share of every batch
 
 
+def test_camera_model_changes_appearance_never_geometry(scene_ds):
+    from synthetic.refine.networks import CameraModel, build_generator
+
+    cam = CameraModel(max_blur=1.5, max_noise=0.08)
+    d = cam.describe()
+    assert d["colour_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]] and d["gamma"] == [1, 1, 1]
+    assert d["blur_sigma_px"] == pytest.approx(0.5) and d["read_noise"] < 0.002  # starts near the identity
+    # a strong camera: 1.4 px blur, desaturated warm colours, darker tone curve, visible noise
+    with torch.no_grad():
+        cam.blur_logit.fill_(float(torch.logit(torch.tensor(1.4 / 1.5))))
+        cam.colour.copy_(torch.tensor([[0.7, 0.2, 0.1], [0.15, 0.7, 0.15], [0.1, 0.2, 0.5]]))
+        cam.offset.fill_(0.05)
+        cam.log_gamma.fill_(0.3)
+        cam.noise_logit.fill_(float(torch.logit(torch.tensor(0.5))))  # read = shot = 0.04
+    img = read_image(next((scene_ds / "coco" / "images").rglob("*.jpg")))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        y = cam(x, seeds=[7])
+        assert torch.equal(y, cam(x, seeds=[7])) and not torch.equal(y, cam(x, seeds=[8]))  # reproducible noise
+    out = ((y[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    assert np.abs(out.astype(int) - img).mean() > 15  # a large change of appearance ...
+    assert edge_f1(img, out)["f1"] > edge_f1(img, shift(img, 3, 3))["f1"] + 0.2  # ... with the edges in place
+    # the noise has the modelled level: sqrt(read^2 + shot^2 * u) on a flat grey frame
+    flat = torch.zeros(1, 3, 64, 64)  # u = 0.5 before colour and tone
+    with torch.no_grad():
+        u = (cam(flat, seeds=[1]) + 1) / 2
+        clean = cam.blur((flat + 1) / 2)
+        clean = (torch.einsum("ij,bjhw->bihw", cam.colour, clean) + cam.offset.view(1, 3, 1, 1)) \
+            ** torch.exp(cam.log_gamma).view(1, 3, 1, 1)
+    want = torch.sqrt(0.04 ** 2 + 0.04 ** 2 * clean.mean(dim=(0, 2, 3)))
+    assert torch.allclose(u.std(dim=(0, 2, 3)), want, rtol=0.1)
+    assert isinstance(build_generator(cam.config), CameraModel) and build_generator({"ngf": 4, "n_blocks": 1})
+
+
+def test_camera_refiner_learns_the_real_cameras_look(scene_ds, real_folder, tmp_path):
+    """Against 'real' frames that are noisy with a weak blue channel, the learned camera adds noise and lowers
+    blue below green; it is logged to MLflow, recorded in the checkpoint and in the refined dataset."""
+    cfg = _cfg(tmp_path, f"data.synthetic=[{scene_ds}]", f"data.real=[{real_folder}]", "data.steps_per_epoch=150",
+               "trainer.max_epochs=2", "run_name=cam", "model.mode=camera")
+    result = train(cfg)
+    meta = load_checkpoint(result["checkpoint"], task="refiner")["vision"]["refiner"]
+    cam = meta["camera"]
+    assert meta["mode"] == "camera" and meta["generator"]["type"] == "camera"
+    assert cam["read_noise"] + cam["shot_noise"] > 0.02  # from 0.003 at the start: the real frames are noisy
+    refiner = Refiner(result["checkpoint"])
+    grey = np.full((RES[1], RES[0], 3), 128, np.uint8)
+    r, g, b = refiner.refine([grey])[0].reshape(-1, 3).mean(0)
+    assert b < g and b < 128  # the real frames' blue is 0.6x, their green 1.1x
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    hist = client.get_metric_history(result["mlflow"]["run_id"], "camera/read_noise")
+    assert len(hist) == 2 and hist[-1].value == pytest.approx(cam["read_noise"], abs=1e-4)
+    summary = refine_dataset(result["checkpoint"], scene_ds, tmp_path / "refined")
+    assert summary["refiner"]["camera"] == cam and summary["geometry"]["box_edge_f1"]["mean"] > 0.6
+    doc = json.loads((tmp_path / "refined" / "coco" / "annotations.json").read_text())
+    assert doc["images"][0]["refiner"]["camera"] == cam
+    first = next((scene_ds / "coco" / "images").rglob("*.jpg"))
+    again = refiner.refine([read_image(first)])[0]  # same frame, same noise: refinement is reproducible
+    assert np.array_equal(again, refiner.refine([read_image(first)])[0])
+
+
 def test_geometry_metric_high_for_identity_low_for_shift(scene_ds):
     img = read_image(next((scene_ds / "coco" / "images").rglob("*.jpg")))
     assert edge_f1(img, img)["f1"] == 1.0
@@ -227,10 +287,11 @@ def test_mixed_sizes_and_channels_fail_before_training(tmp_path, real_folder):
     ("data.crop_size=16", "too small for a 3-layer PatchGAN"),
     ("data.crop_size=34", "multiple of 4"),
     ("model.nce_layers=[0,9]", "model.nce_layers must be indices in"),
+    ("model.mode=camera model.max_blur=0", "model.max_blur / model.max_noise"),
 ])
 def test_bad_settings_fail_before_any_data_is_read(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
-        train(_cfg(tmp_path, f"data.synthetic=[{tmp_path / 'absent'}]", "logger=none", override))
+        train(_cfg(tmp_path, f"data.synthetic=[{tmp_path / 'absent'}]", "logger=none", *override.split()))
 
 
 def test_too_few_real_frames_for_the_crop_size(tmp_path, scene_ds):

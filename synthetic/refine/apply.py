@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,7 +35,7 @@ import yaml
 from PIL import Image
 
 from synthetic.refine.data import CROP_FOLDERS, to_tensor, to_uint8
-from synthetic.refine.networks import Generator, pad_to_multiple
+from synthetic.refine.networks import CameraModel, build_generator, pad_to_multiple
 from vision.checkpointing import load_checkpoint
 from vision.errors import CheckpointError, ConfigError, DataError
 from vision.runtime.preprocess import IMAGE_EXTENSIONS, ImageReadError, read_image
@@ -73,8 +74,8 @@ class Refiner:
             self.frame_size = (int(info["frame_size"][0]), int(info["frame_size"][1]))
             self.crop_size = int(info["crop_size"])
             self.mode = str(info["mode"])
-            self.generator = Generator(**info["generator"])
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+            self.generator = build_generator(info["generator"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise CheckpointError(f"{self.path}: refiner checkpoint without frame size / crop size / generator "
                                   f"settings ({e})") from e
         state = {k[len("netG."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("netG.")}
@@ -92,8 +93,11 @@ class Refiner:
 
     def info(self) -> dict[str, Any]:
         """What a refined dataset records about its refiner."""
-        return {"run_id": self.run_id, "checkpoint": self.path.name, "checkpoint_sha256": self.sha256,
-                "mode": self.mode, "frame_size": list(self.frame_size), "crop_size": self.crop_size}
+        out = {"run_id": self.run_id, "checkpoint": self.path.name, "checkpoint_sha256": self.sha256,
+               "mode": self.mode, "frame_size": list(self.frame_size), "crop_size": self.crop_size}
+        if isinstance(self.generator, CameraModel):
+            out["camera"] = self.generator.describe()
+        return out
 
     def check_size(self, width: int, height: int, where: str) -> None:
         if (int(width), int(height)) != self.frame_size:
@@ -108,6 +112,9 @@ class Refiner:
         if not len(images):
             return []
         x = torch.stack([to_tensor(im) for im in images]).to(self.device)
+        if isinstance(self.generator, CameraModel):  # per-pixel: no padding; noise seeded by each frame's pixels
+            y = self.generator(x, seeds=[zlib.crc32(np.ascontiguousarray(im).tobytes()) for im in images])
+            return list(to_uint8(y))
         x, (h, w) = pad_to_multiple(x, 4)
         y = self.generator(x)[..., :h, :w]
         return list(to_uint8(y))

@@ -10,6 +10,11 @@ on the coarse image: L1 between the ``self_reg_pool``-times average-pooled synth
 so the refiner cannot repaint whole regions (a global tint toward the real scene's dominant colours, e.g. its
 lawn) while noise, blur and texture stay free to change.
 
+``mode: camera``: ``netG`` is a :class:`~synthetic.refine.networks.CameraModel` (optics blur, colour matrix,
+tone curves, sensor noise: a dozen numbers, trained with the LSGAN loss alone at ``lr_camera``). It can only
+change how the camera records the scene, never the scene, so it needs no PatchNCE; the learned values are
+logged every epoch (``camera/*``) and written into the checkpoint.
+
 ``mode: cyclegan`` (Zhu et al. 2017): ``netG`` (synthetic -> real) and ``netG_B`` (real -> synthetic), two
 discriminators, LSGAN + cycle-consistency L1 (``lambda_cycle``) + identity L1 (``lambda_identity``).
 
@@ -28,15 +33,16 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 from PIL import Image
 
 from synthetic.refine.data import to_uint8
-from synthetic.refine.networks import Generator, PatchDiscriminator, PatchSampler, patch_nce_loss
+from synthetic.refine.networks import CameraModel, Generator, PatchDiscriminator, PatchSampler, patch_nce_loss
 from vision.errors import ConfigError
 from vision.tasks.base import CHECKPOINT_KEY, check_task
 from vision.utils.io import atomic_write_bytes
 
-MODES = ("cut", "cyclegan")
+MODES = ("cut", "cyclegan", "camera")
 
 
 def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
@@ -53,7 +59,8 @@ class RefinerModule(pl.LightningModule):
                  num_patches: int = 128, mlp_dim: int = 128, nce_idt: bool = True, lambda_gan: float = 1.0,
                  lambda_nce: float = 1.0, lambda_cycle: float = 10.0, lambda_identity: float | None = None,
                  lambda_self_reg: float = 0.0, self_reg_pool: int = 8, lr: float = 2e-4, beta1: float = 0.5,
-                 beta2: float = 0.999) -> None:
+                 beta2: float = 0.999, max_blur: float = 1.5, max_noise: float = 0.08,
+                 lr_camera: float = 2e-2) -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"model.mode must be one of {MODES}, got {mode!r}")
@@ -61,7 +68,13 @@ class RefinerModule(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.mode = mode
-        self.netG = Generator(ngf, n_blocks, residual)
+        if mode == "camera":
+            try:
+                self.netG: nn.Module = CameraModel(max_blur, max_noise)
+            except ValueError as e:
+                raise ConfigError(f"model.max_blur / model.max_noise: {e}") from e
+        else:
+            self.netG = Generator(ngf, n_blocks, residual)
         self.netD = PatchDiscriminator(ndf, n_layers_d)
         self.nce_layers = [int(k) for k in nce_layers]
         if mode == "cut":
@@ -70,7 +83,7 @@ class RefinerModule(pl.LightningModule):
                                   f"generator's encoder (0 = input, 1 = stem, 2-3 = downsamplings, 4.. = blocks), "
                                   f"got {list(nce_layers)}")
             self.netF = PatchSampler([self.netG.channels[k] for k in self.nce_layers], mlp_dim)
-        else:
+        elif mode == "cyclegan":
             self.netG_B = Generator(ngf, n_blocks, residual)
             self.netD_B = PatchDiscriminator(ndf, n_layers_d)
         self.lambda_identity = (0.0 if mode == "cut" else 0.5 * lambda_cycle) if lambda_identity is None \
@@ -100,6 +113,9 @@ class RefinerModule(pl.LightningModule):
         if self.mode == "cut":
             g_params = list(self.netG.parameters()) + list(self.netF.parameters())
             d_params = list(self.netD.parameters())
+        elif self.mode == "camera":  # a dozen physical parameters: a larger step than a network's weights
+            return [torch.optim.Adam(self.netG.parameters(), lr=self.hparams.lr_camera, betas=betas),
+                    torch.optim.Adam(self.netD.parameters(), lr=self.hparams.lr, betas=betas)]
         else:
             g_params = list(self.netG.parameters()) + list(self.netG_B.parameters())
             d_params = list(self.netD.parameters()) + list(self.netD_B.parameters())
@@ -149,6 +165,17 @@ class RefinerModule(pl.LightningModule):
                 logs["train/loss_identity"] = loss_i.detach()
                 loss_g = loss_g + self.lambda_identity * loss_i
             logs["train/loss_nce"] = loss_nce.detach()
+        elif self.mode == "camera":
+            fake = self.netG(x)
+            self.toggle_optimizer(opt_d)
+            loss_d = 0.5 * (_lsgan(self.netD(y), True) + _lsgan(self.netD(fake.detach()), False))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            opt_d.step()
+            self.untoggle_optimizer(opt_d)
+            self.toggle_optimizer(opt_g)
+            loss_gan = _lsgan(self.netD(fake), True)
+            loss_g = hp.lambda_gan * loss_gan
         else:
             fake = self.netG(x)
             fake_b = self.netG_B(y)
@@ -181,6 +208,10 @@ class RefinerModule(pl.LightningModule):
                      "train/l1_change": (fake.detach() - x).abs().mean()})  # how far refinement moves pixels
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=b)
 
+    def on_train_epoch_end(self) -> None:
+        if self.mode == "camera":
+            self.log_dict(camera_metrics(self.netG.describe()))
+
     def self_reg(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """L1 between ``self_reg_pool``-times average-pooled source and output: ties colour and brightness at a
         coarse scale to the source and leaves fine appearance (noise, blur, texture, edges' softness) free."""
@@ -200,10 +231,25 @@ class RefinerModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = {"task": self.task_name, **self.vision_meta}
         meta["refiner"] = {**meta.get("refiner", {}), "mode": self.mode, "generator": self.generator_config()}
+        if self.mode == "camera":
+            meta["refiner"]["camera"] = self.netG.describe()
         checkpoint[CHECKPOINT_KEY] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_task(checkpoint, self.task_name, "resume")
+
+
+def camera_metrics(camera: dict[str, Any]) -> dict[str, float]:
+    """:meth:`CameraModel.describe` flattened to scalar metrics (``camera/colour_matrix_0_1``...)."""
+    out: dict[str, float] = {}
+    for k, v in camera.items():
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.ndim == 0:
+            out[f"camera/{k}"] = float(arr)
+        else:
+            for idx in np.ndindex(arr.shape):
+                out[f"camera/{k}_" + "_".join(map(str, idx))] = float(arr[idx])
+    return out
 
 
 def image_grid(rows: Sequence[torch.Tensor], pad: int = 2) -> np.ndarray:

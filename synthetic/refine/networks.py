@@ -5,10 +5,16 @@ object outlines do not move) and, with ``residual=True``, predicts a change of t
 image: it starts as the identity (its last convolution is zero) and training moves appearance only as far
 as the losses ask. It is fully convolutional: trained on crops, applied to whole frames whose sides are
 multiples of 4 (:func:`pad_to_multiple`).
+
+:class:`CameraModel` is the other kind of generator: a handful of physical camera parameters (optics blur, a
+colour matrix and offset, per-channel tone curves, read and shot noise) learned adversarially. It cannot move,
+add or remove anything in a frame, so labels stay valid by construction, and what it learned can be read off as
+numbers (:meth:`CameraModel.describe`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +94,87 @@ class Generator(nn.Module):
             if i in wanted:
                 feats.append(h)
         return feats
+
+
+class CameraModel(nn.Module):
+    """A learned camera: ``x`` (a rendered frame in [-1, 1]) -> what a real camera would have recorded.
+
+    In linear order on [0, 1] intensities: a Gaussian optics blur of ``sigma`` in [0, ``max_blur``] px, a 3x3
+    colour matrix plus offset (white balance, saturation, black level), a per-channel tone curve ``u**gamma``,
+    and sensor noise of standard deviation ``sqrt(read**2 + shot**2 * u)`` (read and shot in [0, ``max_noise``]).
+    Every operation is the same at every pixel and looks no further than the blur radius, so nothing in the
+    frame moves. Starts near the identity: identity colour and tone, noise near zero and a 0.5 px blur (a
+    blur much narrower than a pixel has no gradient to learn from).
+    ``seeds`` (one int per image) makes the noise reproducible per image; without it the noise is fresh.
+    """
+
+    def __init__(self, max_blur: float = 1.5, max_noise: float = 0.08, type: str = "camera") -> None:
+        super().__init__()
+        if type != "camera":
+            raise ValueError(f"CameraModel config has type {type!r}")
+        if not (0 < max_blur <= 8) or not (0 < max_noise <= 0.5):
+            raise ValueError(f"camera model needs 0 < max_blur <= 8 px and 0 < max_noise <= 0.5, got "
+                             f"{max_blur}, {max_noise}")
+        self.config = {"type": "camera", "max_blur": float(max_blur), "max_noise": float(max_noise)}
+        self.max_blur, self.max_noise = float(max_blur), float(max_noise)
+        self.radius = int(math.ceil(3 * self.max_blur))
+        self.colour = nn.Parameter(torch.eye(3))
+        self.offset = nn.Parameter(torch.zeros(3))
+        self.log_gamma = nn.Parameter(torch.zeros(3))
+        self.blur_logit = nn.Parameter(torch.logit(torch.tensor(min(0.5 / self.max_blur, 0.5))))
+        self.noise_logit = nn.Parameter(torch.tensor([-4.0, -4.0]))  # read, shot
+
+    def sigma(self) -> torch.Tensor:
+        return self.max_blur * torch.sigmoid(self.blur_logit)
+
+    def noise_levels(self) -> torch.Tensor:
+        return self.max_noise * torch.sigmoid(self.noise_logit)
+
+    def blur(self, u: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        t = torch.arange(-r, r + 1, device=u.device, dtype=u.dtype)
+        k = torch.exp(-t ** 2 / (2 * (self.sigma().to(u.dtype) + 1e-3) ** 2))
+        k = k / k.sum()
+        c = u.shape[1]
+        mode = "reflect" if min(u.shape[-2:]) > r else "replicate"
+        u = F.conv2d(F.pad(u, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(F.pad(u, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    def forward(self, x: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        u = self.blur((x + 1) * 0.5)
+        u = torch.einsum("ij,bjhw->bihw", self.colour.to(u.dtype), u) + self.offset.to(u.dtype).view(1, 3, 1, 1)
+        u = u.clamp(1e-4, 1.0) ** torch.exp(self.log_gamma).to(u.dtype).view(1, 3, 1, 1)
+        read, shot = self.noise_levels().to(u.dtype)
+        std = torch.sqrt(read ** 2 + shot ** 2 * u + 1e-10)
+        if seeds is None:
+            eps = torch.randn_like(u)
+        else:
+            if len(seeds) != u.shape[0]:
+                raise ValueError(f"{len(seeds)} noise seeds for {u.shape[0]} images")
+            eps = torch.stack([torch.randn(u.shape[1:], generator=torch.Generator().manual_seed(int(s)))
+                               for s in seeds]).to(u.device, u.dtype)
+        return ((u + std * eps).clamp(0.0, 1.0) * 2 - 1)
+
+    @torch.no_grad()
+    def describe(self) -> dict[str, Any]:
+        """The learned camera in numbers: blur sigma (px), colour matrix and offset, gammas, noise levels
+        (fractions of the intensity range)."""
+        read, shot = self.noise_levels().tolist()
+        return {"blur_sigma_px": round(float(self.sigma()), 4),
+                "colour_matrix": [[round(float(v), 4) for v in row] for row in self.colour],
+                "colour_offset": [round(float(v), 4) for v in self.offset],
+                "gamma": [round(float(v), 4) for v in torch.exp(self.log_gamma)],
+                "read_noise": round(read, 5), "shot_noise": round(shot, 5)}
+
+
+def build_generator(config: dict[str, Any]) -> nn.Module:
+    """A generator from the settings a checkpoint recorded: :class:`CameraModel` for ``type: camera``, else the
+    ResNet :class:`Generator`."""
+    config = dict(config)
+    if config.get("type") == "camera":
+        return CameraModel(**config)
+    config.pop("type", None)
+    return Generator(**config)
 
 
 class PatchDiscriminator(nn.Module):
