@@ -210,9 +210,10 @@ def test_camera_model_changes_appearance_never_geometry(scene_ds):
 
 def test_camera_refiner_learns_the_real_cameras_look(scene_ds, real_folder, tmp_path):
     """Against 'real' frames that are noisy with a weak blue channel, the learned camera adds noise and lowers
-    blue below green; it is logged to MLflow, recorded in the checkpoint and in the refined dataset."""
+    blue below green; it is logged to MLflow, recorded in the checkpoint and in the refined dataset. (A larger
+    step than the default learns this in 300 steps; on real footage it drifts into tints, see bench/refine.py.)"""
     cfg = _cfg(tmp_path, f"data.synthetic=[{scene_ds}]", f"data.real=[{real_folder}]", "data.steps_per_epoch=150",
-               "trainer.max_epochs=2", "run_name=cam", "model.mode=camera")
+               "trainer.max_epochs=2", "run_name=cam", "model.mode=camera", "model.lr_camera=0.02")
     result = train(cfg)
     meta = load_checkpoint(result["checkpoint"], task="refiner")["vision"]["refiner"]
     cam = meta["camera"]

@@ -60,7 +60,7 @@ class RefinerModule(pl.LightningModule):
                  lambda_nce: float = 1.0, lambda_cycle: float = 10.0, lambda_identity: float | None = None,
                  lambda_self_reg: float = 0.0, self_reg_pool: int = 8, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, max_blur: float = 1.5, max_noise: float = 0.08,
-                 lr_camera: float = 2e-2) -> None:
+                 lr_camera: float = 5e-3) -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"model.mode must be one of {MODES}, got {mode!r}")
@@ -144,13 +144,7 @@ class RefinerModule(pl.LightningModule):
         if self.mode == "cut":
             out = self.netG(torch.cat([x, y]) if hp.nce_idt else x)
             fake, idt = out[:b], (out[b:] if hp.nce_idt else None)
-            # discriminator
-            self.toggle_optimizer(opt_d)
-            loss_d = 0.5 * (_lsgan(self.netD(y), True) + _lsgan(self.netD(fake.detach()), False))
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
-            self.untoggle_optimizer(opt_d)
+            loss_d = self._d_step(opt_d, lambda: self._d_loss(self.netD, y, fake))
             # generator + projection head
             self.toggle_optimizer(opt_g)
             loss_gan = _lsgan(self.netD(fake), True)
@@ -165,27 +159,16 @@ class RefinerModule(pl.LightningModule):
                 logs["train/loss_identity"] = loss_i.detach()
                 loss_g = loss_g + self.lambda_identity * loss_i
             logs["train/loss_nce"] = loss_nce.detach()
-        elif self.mode == "camera":
+        elif self.mode == "camera":  # the GAN loss alone: the camera model cannot move anything
             fake = self.netG(x)
-            self.toggle_optimizer(opt_d)
-            loss_d = 0.5 * (_lsgan(self.netD(y), True) + _lsgan(self.netD(fake.detach()), False))
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
-            self.untoggle_optimizer(opt_d)
+            loss_d = self._d_step(opt_d, lambda: self._d_loss(self.netD, y, fake))
             self.toggle_optimizer(opt_g)
             loss_gan = _lsgan(self.netD(fake), True)
             loss_g = hp.lambda_gan * loss_gan
         else:
             fake = self.netG(x)
             fake_b = self.netG_B(y)
-            self.toggle_optimizer(opt_d)
-            loss_d = 0.5 * (_lsgan(self.netD(y), True) + _lsgan(self.netD(fake.detach()), False)) \
-                + 0.5 * (_lsgan(self.netD_B(x), True) + _lsgan(self.netD_B(fake_b.detach()), False))
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
-            self.untoggle_optimizer(opt_d)
+            loss_d = self._d_step(opt_d, lambda: self._d_loss(self.netD, y, fake) + self._d_loss(self.netD_B, x, fake_b))
             self.toggle_optimizer(opt_g)
             loss_gan = _lsgan(self.netD(fake), True) + _lsgan(self.netD_B(fake_b), True)
             loss_cyc = F.l1_loss(self.netG_B(fake), x) + F.l1_loss(self.netG(fake_b), y)
@@ -207,6 +190,20 @@ class RefinerModule(pl.LightningModule):
                      "train/loss_gan": loss_gan.detach(),
                      "train/l1_change": (fake.detach() - x).abs().mean()})  # how far refinement moves pixels
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=b)
+
+    @staticmethod
+    def _d_loss(net_d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (_lsgan(net_d(real), True) + _lsgan(net_d(fake.detach()), False))
+
+    def _d_step(self, opt_d, loss_fn) -> torch.Tensor:
+        """One discriminator update (its parameters alone are trainable meanwhile); returns its loss."""
+        self.toggle_optimizer(opt_d)
+        loss_d = loss_fn()
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        return loss_d
 
     def on_train_epoch_end(self) -> None:
         if self.mode == "camera":
