@@ -37,12 +37,11 @@ def base_overrides(test_scene: str, epochs: int, steps: int, size: int, extra: l
             *extra]
 
 
-# what a detection run's result can depend on: its code and configs. The refiner's own code is left out: a
-# refined variant names its refiner checkpoint, whose folder is keyed by that code (bench/refine.py).
+# what a detection run's result can depend on: its code and configs. The refiner's code is left out: only a
+# refined variant runs it, and that variant names its refiner checkpoint, whose folder bench/refine.py keys by
+# every file of synthetic/refine/ and conf/refine.yaml.
 CODE_PATHS = ("conf", "vision", "synthetic", "train.py", "bench/_detection_runs.py")
-NOT_CODE = ("synthetic/refine/module.py", "synthetic/refine/run.py", "synthetic/refine/data.py",
-            "synthetic/refine/domain.py", "synthetic/refine/geometry.py", "synthetic/refine/__main__.py",
-            "conf/refine.yaml", "conf/refine_apply.yaml")
+NOT_CODE = ("synthetic/refine/", "conf/refine.yaml", "conf/refine_apply.yaml")
 
 
 def code_state() -> str:
@@ -57,7 +56,7 @@ def code_state() -> str:
         files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.suffix in (".py", ".yaml"))
         for f in files:
             rel = f.relative_to(REPO).as_posix()
-            if rel in NOT_CODE or "__pycache__" in rel:
+            if rel.startswith(NOT_CODE) or "__pycache__" in rel:
                 continue
             h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return f"{h.hexdigest()[:16]}+{synthetic_version}"
