@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,10 +40,10 @@ def base_overrides(test_scene: str, epochs: int, steps: int, size: int, extra: l
             *extra]
 
 
-# what a detection run's result can depend on: its code and configs. The refiner's code is left out: only a
-# refined variant runs it, and that variant names its refiner checkpoint, whose folder bench/refine.py keys by
-# every file of synthetic/refine/ and conf/refine.yaml.
-CODE_PATHS = ("conf", "vision", "synthetic", "train.py", "bench/_detection_runs.py")
+# what a detection run's result can depend on besides its overrides (which are part of its key): the code and
+# configs it runs. The refiner's code is left out: only a refined variant runs it, and that variant names its
+# refiner checkpoint, whose folder bench/refine.py keys by every file of synthetic/refine/ and conf/refine.yaml.
+CODE_PATHS = ("conf", "vision", "synthetic", "train.py")
 NOT_CODE = ("synthetic/refine/", "conf/refine.yaml", "conf/refine_apply.yaml")
 
 
@@ -132,18 +135,15 @@ def train_grid(test_scene: str, epochs: int, steps: int, size: int, extras: dict
                 with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
                     batch = int(compose("train", overrides=overrides).data.batch_size)
             jobs.append((ename, name, overrides))
-    out: dict[str, dict[str, dict]] = {ename: {} for ename in extras}
+    run = partial(train_cached, "detection", images_seen=epochs * steps * batch, fresh=fresh, test_scene=test_scene)
+    names = [name for _, name, _ in jobs]
+    overrides = [ov for _, _, ov in jobs]
     if parallel <= 1:
-        for ename, name, overrides in jobs:
-            out[ename][name] = train_cached("detection", name, overrides, epochs * steps * batch, fresh,
-                                            test_scene=test_scene)
-        return out
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as pool:
-        futures = [(ename, name, pool.submit(train_cached, "detection", name, overrides, epochs * steps * batch,
-                                             fresh, test_scene=test_scene)) for ename, name, overrides in jobs]
-        for ename, name, fut in futures:
-            out[ename][name] = fut.result()
+        records = list(map(run, names, overrides))
+    else:
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as pool:
+            records = list(pool.map(run, names, overrides))
+    out: dict[str, dict[str, dict]] = {ename: {} for ename in extras}
+    for (ename, name, _), rec in zip(jobs, records):
+        out[ename][name] = rec
     return out

@@ -3,8 +3,8 @@ and does a detector trained on refined frames do better on real footage?
 
 1. Trains a refiner (``python -m synthetic.refine train``, MLflow-tracked; ``--mode cut`` by default, with
    SimGAN-style self-regularization ``--self-reg``; ``cyclegan``; or ``camera``, a learned camera: blur, colour,
-   tone curves and noise, which cannot move anything; what it learned is reported under ``refiner.camera``) on the frames of the first 32 of the 40 scenes the detection recipe generates
-   (``data=people_mixed``, 640x360) against unlabelled frames of a real camera, ``--target``:
+   tone curves and noise, which cannot move anything; what it learned is reported under ``refiner.camera``) on
+   the frames of the first 32 of the 40 scenes the detection recipe generates (``data=people_mixed``, 640x360) against unlabelled frames of a real camera, ``--target``:
    ``pets`` (default): PETS 2009 S3-MF1 frames 1-79, the detectors' real training camera;
    ``tud``: TUD-Campus frames 1-50, the detectors' test camera (unsupervised domain adaptation: the refiner sees
    test frames without their labels; transductive, say so when quoting it).
@@ -217,10 +217,12 @@ def main(argv: list[str]) -> dict:
     ckpt = refiner["checkpoint"]
     refined_variant = ["data=people_refined", f"data.sources.synthetic.refiner={ckpt}",
                        f"data.sources.synthetic.device={'cuda' if args.accelerator == 'gpu' else 'cpu'}"]
-    VARIANTS["synthetic_refined"] = [*refined_variant, "data.mix.synthetic_fraction=1.0"]
-    VARIANTS["mixed_refined"] = [*refined_variant, "data.mix.synthetic_fraction=0.5"]
+    variants = {"synthetic_only": VARIANTS["synthetic_only"],
+                "synthetic_refined": [*refined_variant, "data.mix.synthetic_fraction=1.0"]}
+    if args.mixed:
+        variants.update(mixed=VARIANTS["mixed"], mixed_refined=[*refined_variant, "data.mix.synthetic_fraction=0.5"])
     t0 = time.time()
-    ref_src = instantiate(_compose("train", det_overrides + VARIANTS["synthetic_refined"]).data.sources.synthetic)
+    ref_src = instantiate(_compose("train", det_overrides + variants["synthetic_refined"]).data.sources.synthetic)
     fresh_refine = not (ref_src.root / "annotations.json").is_file()
     refined_root = ref_src.ensure()
     refine_s = round(time.time() - t0, 1) if fresh_refine else None
@@ -229,10 +231,9 @@ def main(argv: list[str]) -> dict:
     geometry = dataset_geometry(raw_root, refined_root, max_images=48)
     reid = reid_separability(raw_root, refined_root, min_height=48.0)
     domain = domain_gap(raw_root, refined_root, n_train, n_scenes, args)
-    variants = ["synthetic_only", "synthetic_refined"] + (["mixed", "mixed_refined"] if args.mixed else [])
     per_seed = train_grid("tud_campus", args.epochs, args.steps, args.size,
                           {str(seed): [*extra, f"seed={seed}"] for seed in args.seeds},
-                          {name: VARIANTS[name] for name in variants}, fresh=args.fresh, parallel=args.parallel)
+                          variants, fresh=args.fresh, parallel=args.parallel)
 
     def ap(name: str, key: str = "ap50") -> float:
         return _mean([runs[name]["test"][key] for runs in per_seed.values()])
