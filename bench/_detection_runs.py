@@ -157,7 +157,7 @@ def paired_comparison(before: list[float], after: list[float], exact_up_to: int 
     its standard error and t statistic, how many pairs went up, and the two-sided p of a sign-flip permutation
     test (under "no effect" each pair's difference is as likely negative as positive). The permutation test
     assumes no distribution: the per-seed outcomes of these short trainings are heavy-tailed. Exact over all
-    2^n sign patterns up to ``exact_up_to`` pairs, else 100,000 seeded random patterns."""
+    2^n sign patterns up to ``exact_up_to`` pairs, else 100,000 seeded random patterns ((k + 1) / (N + 1))."""
     if len(before) != len(after) or not before:
         raise ValueError(f"paired_comparison needs two equally long, non-empty lists (got {len(before)} and "
                          f"{len(after)})")
@@ -175,9 +175,11 @@ def paired_comparison(before: list[float], after: list[float], exact_up_to: int 
         total = 100_000
         signs = ([rng.choice((1, -1)) for _ in range(n)] for _ in range(total))
     extreme = sum(abs(sum(s * x for s, x in zip(sign, d))) >= observed for sign in signs)
+    if n > exact_up_to:  # a sampled p counts the observed pattern itself, so it is never 0
+        extreme, total = extreme + 1, total + 1
     ordered = sorted(d)
     median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
     return {"n": n, "mean_diff": round(mean, 4), "median_diff": round(median, 4),
-            "se": round(se, 4) if n > 1 else None, "t": round(mean / se, 2) if n > 1 and se > 0 else None,
+            "se": round(se, 4) if n > 1 else None, "t": round(mean / se, 2) if n > 1 and se > 1e-9 else None,
             "up": sum(x > 0 for x in d), "down": sum(x < 0 for x in d),
-            "p_sign_flip": round(extreme / total, 4), "p_method": "exact" if n <= exact_up_to else "100000 random"}
+            "p_sign_flip": float(f"{extreme / total:.3g}"), "p_method": "exact" if n <= exact_up_to else "100000 random"}
