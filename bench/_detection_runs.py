@@ -167,19 +167,18 @@ def paired_comparison(before: list[float], after: list[float], exact_up_to: int 
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float("nan")
     se = sd / math.sqrt(n)
     observed = abs(sum(d)) - 1e-12
-    if n <= exact_up_to:
+    exact = n <= exact_up_to
+    if exact:
         signs = itertools.product((1, -1), repeat=n)
-        total = 2 ** n
     else:
         rng = random.Random(0)
-        total = 100_000
-        signs = ([rng.choice((1, -1)) for _ in range(n)] for _ in range(total))
-    extreme = sum(abs(sum(s * x for s, x in zip(sign, d))) >= observed for sign in signs)
-    if n > exact_up_to:  # a sampled p counts the observed pattern itself, so it is never 0
-        extreme, total = extreme + 1, total + 1
+        signs = ([rng.choice((1, -1)) for _ in range(n)] for _ in range(100_000))
+    hits = [abs(sum(s * x for s, x in zip(sign, d))) >= observed for sign in signs]
+    # a sampled p counts the observed pattern itself, so it is never 0
+    p = sum(hits) / len(hits) if exact else (sum(hits) + 1) / (len(hits) + 1)
     ordered = sorted(d)
     median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
     return {"n": n, "mean_diff": round(mean, 4), "median_diff": round(median, 4),
             "se": round(se, 4) if n > 1 else None, "t": round(mean / se, 2) if n > 1 and se > 1e-9 else None,
             "up": sum(x > 0 for x in d), "down": sum(x < 0 for x in d),
-            "p_sign_flip": float(f"{extreme / total:.3g}"), "p_method": "exact" if n <= exact_up_to else "100000 random"}
+            "p_sign_flip": float(f"{p:.3g}"), "p_method": "exact" if exact else "100000 random"}

@@ -4,7 +4,8 @@ and does a detector trained on refined frames do better on real footage?
 1. Trains a refiner (``python -m synthetic.refine train``, MLflow-tracked; ``--mode cut`` by default, with
    SimGAN-style self-regularization ``--self-reg``; ``cyclegan``; or ``camera``, a learned camera: blur, colour,
    tone curves and noise, which cannot move anything; what it learned is reported under ``refiner.camera``) on
-   the frames of the first 32 of the 40 scenes the detection recipe generates (``data=people_mixed``, 640x360) against unlabelled frames of a real camera, ``--target``:
+   the frames of the first 32 of the 40 scenes the detection recipe generates (``data=people_mixed``, 640x360)
+   against unlabelled frames of a real camera, ``--target``:
    ``pets`` (default): PETS 2009 S3-MF1 frames 1-79, the detectors' real training camera;
    ``tud``: TUD-Campus frames 1-50, the detectors' test camera (unsupervised domain adaptation: the refiner sees
    test frames without their labels; transductive, say so when quoting it).
@@ -236,12 +237,14 @@ def main(argv: list[str]) -> dict:
                           {str(seed): [*extra, f"seed={seed}"] for seed in args.seeds},
                           variants, fresh=args.fresh, parallel=args.parallel)
 
+    def scores(name: str, key: str) -> list[float]:  # one per seed, in seed order
+        return [runs[name]["test"][key] for runs in per_seed.values()]
+
     def ap(name: str, key: str = "ap50") -> float:
-        return _mean([runs[name]["test"][key] for runs in per_seed.values()])
+        return _mean(scores(name, key))
 
     first = next(iter(per_seed.values()))
-    paired = {key: paired_comparison([runs["synthetic_only"]["test"][key] for runs in per_seed.values()],
-                                     [runs["synthetic_refined"]["test"][key] for runs in per_seed.values()])
+    paired = {key: paired_comparison(scores("synthetic_only", key), scores("synthetic_refined", key))
               for key in ("ap50", "ap")}
     for key, c in paired.items():
         _log(f"{key} refined - raw over {c['n']} seeds: {c['mean_diff']:+.4f} (se {c['se']}, median "
