@@ -8,11 +8,9 @@ reuse each other's trainings instead of repeating them (``--fresh`` retrains).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import multiprocessing as mp
-import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -152,12 +150,43 @@ def train_grid(test_scene: str, epochs: int, steps: int, size: int, extras: dict
     return out
 
 
-def paired_comparison(before: list[float], after: list[float], exact_up_to: int = 16) -> dict:
+def _sign_sums(values: list[float]):
+    """The sums of ``values`` under all 2^len sign patterns (numpy array)."""
+    import numpy as np
+    sums = np.zeros(1)
+    for v in values:
+        sums = np.concatenate([sums + v, sums - v])
+    return sums
+
+
+def sign_flip_p(d: list[float], exact_up_to: int = 40, samples: int = 100_000) -> tuple[float, str]:
+    """Two-sided p of the sign-flip permutation test of paired differences ``d``: the share of the 2^n sign
+    patterns whose |sum| reaches the observed |sum|. Exact up to ``exact_up_to`` pairs by meeting in the middle
+    (the 2^(n/2) sums of each half, one half sorted and searched), else ``samples`` seeded random patterns,
+    counting the observed one ((k + 1) / (N + 1), never 0). Returns ``(p, method)``."""
+    import numpy as np
+    n = len(d)
+    observed = abs(sum(d)) - 1e-12  # ties (the observed pattern itself) count despite rounding
+    if observed <= 0:
+        return 1.0, "exact"
+    if n <= exact_up_to:
+        left, right = _sign_sums(d[: n // 2]), np.sort(_sign_sums(d[n // 2:]))
+        # a + b >= observed, or a + b <= -observed (disjoint since observed > 0)
+        hits = (len(right) - np.searchsorted(right, observed - left, side="left")).sum() + \
+            np.searchsorted(right, -observed - left, side="right").sum()
+        return float(hits) / 2.0 ** n, "exact"
+    rng = np.random.default_rng(0)
+    signs = rng.choice((-1.0, 1.0), size=(samples, n))
+    hits = int((np.abs(signs @ np.asarray(d, dtype=np.float64)) >= observed).sum())
+    return (hits + 1) / (samples + 1), f"{samples} random"
+
+
+def paired_comparison(before: list[float], after: list[float], exact_up_to: int = 40) -> dict:
     """``after - before`` over paired runs (the same seed trained both ways): the mean and median difference,
     its standard error and t statistic, how many pairs went up, and the two-sided p of a sign-flip permutation
-    test (under "no effect" each pair's difference is as likely negative as positive). The permutation test
-    assumes no distribution: the per-seed outcomes of these short trainings are heavy-tailed. Exact over all
-    2^n sign patterns up to ``exact_up_to`` pairs, else 100,000 seeded random patterns ((k + 1) / (N + 1))."""
+    test (under "no effect" each pair's difference is as likely negative as positive; :func:`sign_flip_p`).
+    The permutation test assumes no distribution: the per-seed outcomes of these short trainings are
+    heavy-tailed."""
     if len(before) != len(after) or not before:
         raise ValueError(f"paired_comparison needs two equally long, non-empty lists (got {len(before)} and "
                          f"{len(after)})")
@@ -166,19 +195,11 @@ def paired_comparison(before: list[float], after: list[float], exact_up_to: int 
     mean = sum(d) / n
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float("nan")
     se = sd / math.sqrt(n)
-    observed = abs(sum(d)) - 1e-12
-    exact = n <= exact_up_to
-    if exact:
-        signs = itertools.product((1, -1), repeat=n)
-    else:
-        rng = random.Random(0)
-        signs = ([rng.choice((1, -1)) for _ in range(n)] for _ in range(100_000))
-    hits = [abs(sum(s * x for s, x in zip(sign, d))) >= observed for sign in signs]
-    # a sampled p counts the observed pattern itself, so it is never 0
-    p = sum(hits) / len(hits) if exact else (sum(hits) + 1) / (len(hits) + 1)
+    p, method = sign_flip_p(d, exact_up_to)
     ordered = sorted(d)
     median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
     return {"n": n, "mean_diff": round(mean, 4), "median_diff": round(median, 4),
-            "se": round(se, 4) if n > 1 else None, "t": round(mean / se, 2) if n > 1 and se > 1e-9 else None,
+            "se": float(f"{se:.3g}") if n > 1 else None,
+            "t": round(mean / se, 2) if n > 1 and se > 1e-9 else None,
             "up": sum(x > 0 for x in d), "down": sum(x < 0 for x in d),
-            "p_sign_flip": float(f"{p:.3g}"), "p_method": "exact" if exact else "100000 random"}
+            "p_sign_flip": float(f"{p:.3g}"), "p_method": method}
