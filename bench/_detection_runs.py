@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -150,9 +152,8 @@ def train_grid(test_scene: str, epochs: int, steps: int, size: int, extras: dict
     return out
 
 
-def _sign_sums(values: list[float]):
-    """The sums of ``values`` under all 2^len sign patterns (numpy array)."""
-    import numpy as np
+def _sign_sums(values: list[float]) -> np.ndarray:
+    """The sums of ``values`` under all 2^len sign patterns."""
     sums = np.zeros(1)
     for v in values:
         sums = np.concatenate([sums + v, sums - v])
@@ -164,7 +165,6 @@ def sign_flip_p(d: list[float], exact_up_to: int = 40, samples: int = 100_000) -
     patterns whose |sum| reaches the observed |sum|. Exact up to ``exact_up_to`` pairs by meeting in the middle
     (the 2^(n/2) sums of each half, one half sorted and searched), else ``samples`` seeded random patterns,
     counting the observed one ((k + 1) / (N + 1), never 0). Returns ``(p, method)``."""
-    import numpy as np
     n = len(d)
     observed = abs(sum(d)) - 1e-12  # ties (the observed pattern itself) count despite rounding
     if observed <= 0:
