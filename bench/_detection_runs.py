@@ -152,6 +152,9 @@ def train_grid(test_scene: str, epochs: int, steps: int, size: int, extras: dict
     return out
 
 
+EXACT_UP_TO = 40  # pairs up to which the sign-flip p is exact (2 x 2^20 sums at most)
+
+
 def _sign_sums(values: list[float]) -> np.ndarray:
     """The sums of ``values`` under all 2^len sign patterns."""
     sums = np.zeros(1)
@@ -160,7 +163,7 @@ def _sign_sums(values: list[float]) -> np.ndarray:
     return sums
 
 
-def sign_flip_p(d: list[float], exact_up_to: int = 40, samples: int = 100_000) -> tuple[float, str]:
+def sign_flip_p(d: list[float], exact_up_to: int = EXACT_UP_TO, samples: int = 100_000) -> tuple[float, str]:
     """Two-sided p of the sign-flip permutation test of paired differences ``d``: the share of the 2^n sign
     patterns whose |sum| reaches the observed |sum|. Exact up to ``exact_up_to`` pairs by meeting in the middle
     (the 2^(n/2) sums of each half, one half sorted and searched), else ``samples`` seeded random patterns,
@@ -181,7 +184,7 @@ def sign_flip_p(d: list[float], exact_up_to: int = 40, samples: int = 100_000) -
     return (hits + 1) / (samples + 1), f"{samples} random"
 
 
-def paired_comparison(before: list[float], after: list[float], exact_up_to: int = 40) -> dict:
+def paired_comparison(before: list[float], after: list[float], exact_up_to: int = EXACT_UP_TO) -> dict:
     """``after - before`` over paired runs (the same seed trained both ways): the mean and median difference,
     its standard error and t statistic, how many pairs went up, and the two-sided p of a sign-flip permutation
     test (under "no effect" each pair's difference is as likely negative as positive; :func:`sign_flip_p`).
